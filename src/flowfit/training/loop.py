@@ -16,12 +16,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from flowfit.distributions import Flow
+from flowfit.errors import DataError, TrainingError
 
 logger = logging.getLogger(__name__)
-
-
-class TrainingError(RuntimeError):
-    """Training could not continue, for example after repeated non-finite losses."""
 
 
 @dataclass
@@ -57,7 +54,7 @@ def split_indices(n: int, val_fraction: float, generator: torch.Generator) -> tu
     order = torch.randperm(n, generator=generator)
     n_val = int(round(n * val_fraction))
     if val_fraction > 0 and n - n_val < 1:
-        raise ValueError(f"{n} rows leave none for training with val_fraction={val_fraction}.")
+        raise DataError(f"{n} rows leave none for training with val_fraction={val_fraction}.")
     return order[n_val:], order[:n_val]
 
 
@@ -251,33 +248,33 @@ def _check_inputs(flow, x, context, weight):
     dtype = next(flow.parameters()).dtype
     x = torch.as_tensor(x, dtype=dtype)
     if x.ndim != 2 or x.shape[1] != flow.features:
-        raise ValueError(
+        raise DataError(
             f"Expected data of shape (N, {flow.features}); got {tuple(x.shape)}."
         )
     if x.shape[0] < 2:
-        raise ValueError(f"Training needs at least 2 rows; got {x.shape[0]}.")
+        raise DataError(f"Training needs at least 2 rows; got {x.shape[0]}.")
     if not bool(torch.all(torch.isfinite(x))):
         rows = torch.nonzero(~torch.isfinite(x).all(1)).flatten()[:5].tolist()
-        raise ValueError(f"Data contain NaN or infinite values, first in rows {rows}.")
+        raise DataError(f"Data contain NaN or infinite values, first in rows {rows}.")
     if context is not None:
         context = torch.as_tensor(context, dtype=dtype)
         if context.shape != (x.shape[0], flow.context_features):
-            raise ValueError(
+            raise DataError(
                 f"Expected context of shape ({x.shape[0]}, {flow.context_features}); "
                 f"got {tuple(context.shape)}."
             )
         if not bool(torch.all(torch.isfinite(context))):
-            raise ValueError("The context contains NaN or infinite values.")
+            raise DataError("The context contains NaN or infinite values.")
     elif flow.context_features:
-        raise ValueError(
+        raise DataError(
             f"This flow is conditional: pass context of shape (N, {flow.context_features})."
         )
     if weight is not None:
         weight = torch.as_tensor(weight, dtype=dtype)
         if weight.shape != (x.shape[0],):
-            raise ValueError(
+            raise DataError(
                 f"Expected sample_weight of shape ({x.shape[0]},); got {tuple(weight.shape)}."
             )
         if not bool(torch.all(torch.isfinite(weight) & (weight >= 0))) or weight.sum() <= 0:
-            raise ValueError("sample_weight must be finite, non-negative and not all zero.")
+            raise DataError("sample_weight must be finite, non-negative and not all zero.")
     return x, context, weight

@@ -1,0 +1,1 @@
+"""The ``flowfit`` command line: thin commands over the library's functions."""

@@ -1,0 +1,198 @@
+"""Reading numeric tables from CSV, whitespace-separated text, NumPy and Parquet files.
+
+Every problem is raised as :class:`~flowfit.errors.DataError` with a message that names
+the file, the column and the row (counted from 1, as a spreadsheet shows them) and says
+what to do.
+"""
+
+from __future__ import annotations
+
+__all__ = ["read_table", "check_frame", "select_columns"]
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from flowfit.errors import DataError
+
+# R and pandas write row labels as a first column with one of these headers; such a
+# column is an index, not data.
+INDEX_HEADERS = {"", "rownames", "Unnamed: 0"}
+
+MODEL_FILE_MAGIC_HINT = b"flowfit-model"
+
+
+def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read a table of numbers and return the selected columns as float64.
+
+    Arguments:
+        path: A ``.csv``, ``.tsv``, ``.txt`` (whitespace-separated), ``.npy`` or
+            ``.parquet`` file. A CSV whose first line is all numbers has no header, and
+            its columns are named ``x0, x1, ...``; a leading row-label column (headed
+            ``rownames`` or nothing) is dropped.
+        columns: The columns to keep, in this order; None keeps all.
+
+    Raises:
+        DataError: The file is missing, unreadable, empty, or holds text, NaN or
+            infinite values in a selected column, or a named column is absent.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"Data file not found: {path}. Check the path and try again.")
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; pass a data file (.csv, .npy or .parquet).")
+    _reject_model_file(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        frame = _read_npy(path)
+    elif suffix in {".parquet", ".pq"}:
+        frame = _read_parquet(path)
+    else:
+        frame = _read_text(path, whitespace=suffix in {".txt", ".dat", ".data"},
+                           tab=suffix == ".tsv")
+    frame = select_columns(frame, columns, source=str(path))
+    return check_frame(frame, source=str(path))
+
+
+def select_columns(frame: pd.DataFrame, columns: list[str] | None, *, source: str) -> pd.DataFrame:
+    """Return the named columns of ``frame`` in the given order, or raise DataError."""
+    if columns is None:
+        return frame
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        available = ", ".join(map(str, frame.columns))
+        raise DataError(
+            f"Column {missing[0]!r} not found in {source}; available columns: {available}."
+        )
+    if len(set(columns)) != len(columns):
+        raise DataError(f"Columns are listed twice: {columns}. Name each column once.")
+    return frame[list(columns)]
+
+
+def check_frame(frame: pd.DataFrame, *, source: str) -> pd.DataFrame:
+    """Convert every column to float64 and reject empty tables, text, NaN and infinities."""
+    if frame.shape[1] == 0:
+        raise DataError(f"{source} has no columns.")
+    if frame.shape[0] == 0:
+        raise DataError(f"{source} has a header but no data rows.")
+    out = {}
+    for name in frame.columns:
+        column = frame[name]
+        numbers = pd.to_numeric(column, errors="coerce")
+        bad_text = numbers.isna() & column.notna() & (column.astype(str).str.strip() != "")
+        if bool(bad_text.any()):
+            row = int(np.flatnonzero(bad_text.to_numpy())[0])
+            raise DataError(
+                f"Column {name!r} of {source} holds text: {column.iloc[row]!r} in data row "
+                f"{row + 1}. Remove or fix that value, or leave the column out with --columns."
+            )
+        values = numbers.to_numpy(dtype="float64")
+        missing = ~np.isfinite(values)
+        if bool(missing.any()):
+            rows = (np.flatnonzero(missing)[:5] + 1).tolist()
+            kind = "missing or NaN" if np.isnan(values[missing][0]) else "infinite"
+            raise DataError(
+                f"Column {name!r} of {source} has {int(missing.sum())} {kind} value(s), "
+                f"first in data rows {rows}. Remove or impute those rows first."
+            )
+        out[str(name)] = values
+    return pd.DataFrame(out, index=range(frame.shape[0]))
+
+
+def _reject_model_file(path: Path) -> None:
+    with path.open("rb") as handle:
+        head = handle.read(65536)
+    if MODEL_FILE_MAGIC_HINT in head:
+        raise DataError(
+            f"{path} is a flowfit model file, not a data table. Pass the model as MODEL "
+            "and a .csv, .npy or .parquet file as DATA."
+        )
+
+
+def _read_text(path: Path, *, whitespace: bool, tab: bool) -> pd.DataFrame:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"{path} is not a text table (byte {error.start} is not UTF-8). "
+            "Pass a .csv, .npy or .parquet file."
+        ) from None
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise DataError(f"{path} is empty; it needs a header line and data rows.")
+    sep = r"\s+" if whitespace else ("\t" if tab else ",")
+    first = lines[0].split() if whitespace else next(csv.reader([lines[0]], delimiter=sep))
+    has_header = not all(_is_number(field) for field in first)
+    try:
+        frame = pd.read_csv(
+            path, sep=sep, header=0 if has_header else None, dtype=str,
+            skip_blank_lines=True, keep_default_na=False, na_values=["", "NA", "NaN", "nan"],
+            engine="python" if whitespace else "c", encoding="utf-8-sig",
+        )
+    except pd.errors.ParserError as error:
+        raise DataError(
+            f"{path} has rows of different lengths ({_first_line(error)}). Every row must "
+            "have one value per column."
+        ) from None
+    if not has_header:
+        frame.columns = [f"x{i}" for i in range(frame.shape[1])]
+    elif str(frame.columns[0]) in INDEX_HEADERS or str(frame.columns[0]).startswith("Unnamed"):
+        frame = frame.iloc[:, 1:]
+    _check_ragged(path, lines, sep, whitespace)
+    return frame
+
+
+def _check_ragged(path: Path, lines: list[str], sep: str, whitespace: bool) -> None:
+    # pandas pads short rows with NaN silently; a short row is a broken file, not a gap.
+    rows = (line.split() for line in lines) if whitespace else csv.reader(lines, delimiter=sep)
+    width = None
+    for number, fields in enumerate(rows, start=1):
+        if width is None:
+            width = len(fields)
+        elif len(fields) != width:
+            raise DataError(
+                f"{path} has rows of different lengths: line {number} has {len(fields)} "
+                f"fields, the first line has {width}. Every row must have one value per column."
+            )
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[-1]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_npy(path: Path) -> pd.DataFrame:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as error:
+        raise DataError(f"{path} is not a readable .npy array of numbers: {error}.") from None
+    except (OSError, EOFError) as error:
+        raise DataError(f"{path} is not a valid .npy file ({error}).") from None
+    if array.dtype.kind not in "biuf":
+        raise DataError(f"{path} holds {array.dtype} values; flowfit needs numbers.")
+    if array.ndim == 1:
+        array = array[:, None]
+    if array.ndim != 2:
+        raise DataError(
+            f"{path} holds an array of shape {array.shape}; expected (rows, columns)."
+        )
+    return pd.DataFrame(array, columns=[f"x{i}" for i in range(array.shape[1])])
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pandas()
+    except (pa.ArrowException, OSError) as error:
+        raise DataError(f"{path} is not a readable Parquet file ({error}).") from None
