@@ -203,9 +203,19 @@ class Flow(nn.Module, Distribution):
                 f"Expected a context of shape (*, {self.context_features}); "
                 f"got {tuple(context.shape)}."
             )
+        batch_shape = x.shape[:-1]
+        try:
+            broadcast = torch.broadcast_shapes(context.shape[:-1], batch_shape)
+        except RuntimeError:
+            broadcast = None
+        if broadcast != batch_shape:
+            raise ValueError(
+                f"Expected a context of shape (*, {self.context_features}) whose batch shape "
+                f"broadcasts to the data's {tuple(batch_shape)}; got {tuple(context.shape)}."
+            )
         if self.context_scaler is not None:
             context = self.context_scaler.inverse(context)[0]
-        return context.expand(*x.shape[:-1], self.context_features)
+        return context.expand(*batch_shape, self.context_features)
 
     def log_density(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         r"""Return the continuous log-density :math:`\log p_X(x)`, ignoring any grid.
@@ -251,19 +261,20 @@ class Flow(nn.Module, Distribution):
         return torch.logsumexp(log_density, dim=-1) - math.log(CELL_POINTS)
 
     def rsample(
-        self, sample_shape: Size | tuple[int, ...] = Size(), context: Tensor | None = None
+        self, sample_shape: Size | tuple[int, ...] | int = Size(), context: Tensor | None = None
     ) -> Tensor:
         r"""Draw reparameterised samples.
 
         Arguments:
-            sample_shape: The leading shape :math:`S` of the samples.
+            sample_shape: The leading shape :math:`S` of the samples; an integer
+                :math:`n` means :math:`(n,)`.
             context: None, or a context of shape :math:`(M, C)` or :math:`(C,)`.
 
         Returns:
             Samples of shape :math:`(*S, D)`, or :math:`(*S, M, D)` for a batch of
             :math:`M` contexts: every context gets :math:`S` samples, in one batched call.
         """
-        shape = Size(sample_shape)
+        shape = Size([sample_shape]) if isinstance(sample_shape, int) else Size(sample_shape)
         if context is not None:
             context = torch.as_tensor(context, dtype=self.base._anchor.dtype)
             shape = shape + context.shape[:-1]
@@ -275,7 +286,7 @@ class Flow(nn.Module, Distribution):
         return x
 
     def sample(
-        self, sample_shape: Size | tuple[int, ...] = Size(), context: Tensor | None = None
+        self, sample_shape: Size | tuple[int, ...] | int = Size(), context: Tensor | None = None
     ) -> Tensor:
         """Draw samples without gradients; see :meth:`rsample` for the shapes."""
         with torch.no_grad():

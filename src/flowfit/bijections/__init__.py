@@ -12,6 +12,17 @@ from flowfit.bijections.base import (
 from flowfit.bijections.elementwise import Affine, FixedAffine, Shift
 from flowfit.bijections.spline import RationalQuadraticSpline, rational_quadratic_spline
 from flowfit.bijections.support import Exp, Sigmoid, Softplus
+from flowfit.bijections.autoregressive import (
+    AffineTransformer,
+    InverseAutoregressive,
+    MaskedAutoregressive,
+    SplineTransformer,
+    make_transformer,
+)
+from flowfit.bijections.coupling import Coupling
+from flowfit.bijections.linear import LULinear
+from flowfit.bijections.normalization import ActNorm
+from flowfit.bijections.permutation import Permutation, RandomPermutation, ReversePermutation
 
 __all__ = [
     "Affine",
@@ -29,4 +40,15 @@ __all__ = [
     "bijection_from_spec",
     "rational_quadratic_spline",
     "register",
+    "ActNorm",
+    "AffineTransformer",
+    "Coupling",
+    "InverseAutoregressive",
+    "LULinear",
+    "MaskedAutoregressive",
+    "Permutation",
+    "RandomPermutation",
+    "ReversePermutation",
+    "SplineTransformer",
+    "make_transformer",
 ]
