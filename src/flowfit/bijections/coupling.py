@@ -39,8 +39,8 @@ class Coupling(Bijection):
         context: The size :math:`C` of the context, or 0.
         mask: One boolean per feature, True for the features that are transformed.
             Defaults to the second half, ``i >= D // 2``, which is the single feature
-            when :math:`D = 1`; its network then sees only the context, or is a learned
-            constant without one.
+            when :math:`D = 1`. The network then takes only the context as input, or is
+            a learned constant without one.
         transformer: ``"affine"`` or ``"spline"``, as in
             :class:`~flowfit.bijections.autoregressive.MaskedAutoregressive`.
         bins: The number of spline bins; used by ``"spline"`` only.
@@ -78,8 +78,10 @@ class Coupling(Bijection):
         self.activation = activation
 
         mask_t = torch.tensor(mask)
-        self.register_buffer("identity_index", torch.nonzero(~mask_t).flatten(), persistent=False)
-        self.register_buffer("transformed_index", torch.nonzero(mask_t).flatten(), persistent=False)
+        identity_index = torch.nonzero(~mask_t).flatten()
+        transformed_index = torch.nonzero(mask_t).flatten()
+        self.register_buffer("identity_index", identity_index, persistent=False)
+        self.register_buffer("transformed_index", transformed_index, persistent=False)
         transformed = int(mask_t.sum())
         self.conditioner = MLP(
             features - transformed + context,
@@ -93,7 +95,8 @@ class Coupling(Bijection):
         if context is not None:
             inputs = torch.cat([inputs, context], dim=-1)
         params = self.conditioner(inputs)
-        params = params.unflatten(-1, (self.transformed_index.numel(), self.transformer.num_params))
+        transformed = self.transformed_index.numel()
+        params = params.unflatten(-1, (transformed, self.transformer.num_params))
         x_b = x.index_select(-1, self.transformed_index)
         y_b, log_det = self.transformer(x_b, params, inverse=inverse)
         return x.index_copy(-1, self.transformed_index, y_b), log_det.sum(-1)

@@ -67,7 +67,9 @@ class LULinear(Bijection):
         # Rows are solved as z W^T = y - b, that is z U^T L^T = y - b: first against
         # L^T (upper, unit diagonal), then against U^T (lower).
         rows = (y - self.bias).reshape(-1, self.features)
-        rows = torch.linalg.solve_triangular(lower.T, rows, upper=True, left=False, unitriangular=True)
+        rows = torch.linalg.solve_triangular(
+            lower.T, rows, upper=True, left=False, unitriangular=True
+        )
         rows = torch.linalg.solve_triangular(upper.T, rows, upper=False, left=False)
         return rows.reshape(y.shape), -self.log_diagonal.sum().expand(y.shape[:-1])
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from flowfit.bijections.base import Bijection, register
 
 # Floor on the standard deviation used for initialisation, so that a constant feature
-# gives a large but finite scale instead of log(0).
+# gives a finite log-scale instead of log(0).
 MIN_INIT_STD = 1e-6
 
 
@@ -45,7 +45,10 @@ class ActNorm(Bijection):
 
     @torch.no_grad()
     def initialize(self, x: Tensor) -> None:
-        r"""Set :math:`\mu` and :math:`s` from data ``x`` of shape :math:`(*, D)`, at least 2 rows."""
+        r"""Set :math:`\mu` and :math:`s` from data ``x`` of shape :math:`(*, D)`.
+
+        Raises ValueError if ``x`` has fewer than 2 rows.
+        """
         rows = x.detach().reshape(-1, self.features)
         if rows.shape[0] < 2:
             raise ValueError(f"ActNorm needs at least 2 rows to initialise; got {rows.shape[0]}.")
