@@ -4,7 +4,7 @@ Each is also a :class:`ValueError` or :class:`RuntimeError`, so code that catche
 standard classes keeps working.
 """
 
-__all__ = ["FlowfitError", "DataError", "ModelFileError", "TrainingError"]
+__all__ = ["FlowfitError", "CheckpointError", "DataError", "ModelFileError", "TrainingError"]
 
 
 class FlowfitError(Exception):
@@ -21,3 +21,7 @@ class ModelFileError(FlowfitError, ValueError):
 
 class TrainingError(FlowfitError, RuntimeError):
     """Training could not continue, for example after repeated non-finite losses."""
+
+
+class CheckpointError(FlowfitError, ValueError):
+    """A training checkpoint is missing or corrupt, or belongs to a run with other settings."""

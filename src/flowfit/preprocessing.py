@@ -1,84 +1,634 @@
-r"""Turning a data table into a flow: standardisation, support maps and rounding grids.
+r"""Turning a data table into a flow: per-column support maps, rounding grids, model size.
 
-Every step is a bijection with an exact Jacobian, placed after the learned layers in the
-generative chain, so log-densities come out in the data's own units:
+Every fixed step is a bijection with an exact Jacobian, placed after the learned layers
+in the generative chain, so log-densities come out in the data's own units:
 
 .. math:: x = s(\text{loc} + \text{scale} \cdot g_\theta(z)),
 
-where :math:`s` is the identity, :math:`\exp` (positive data) or a scaled sigmoid (data
-on an interval).
+where :math:`s` is a :class:`~flowfit.bijections.ColumnwiseSupport` that maps each
+column onto its support (identity, :math:`\log`, or logit, inverted), and loc and scale
+standardise each column after that map.
+
+:func:`choose_columns` decides, for each column, its support, its rounding grid and
+whether it is constant; :func:`build_flow` turns those choices into a
+:class:`~flowfit.distributions.Flow`. The automatic rules are in the docstring of
+:func:`choose_columns` and in ``docs/preprocessing.md``. :func:`default_flow` and
+:func:`default_flow_options` choose the preset and its size.
 """
 
 from __future__ import annotations
 
-__all__ = ["detect_grid", "make_flow", "support_bijection"]
+__all__ = [
+    "Column",
+    "build_flow",
+    "choose_columns",
+    "clip_to_support",
+    "context_statistics",
+    "default_flow",
+    "default_flow_options",
+    "detect_grid",
+    "make_flow",
+    "outside_support",
+    "size_candidates",
+]
 
+import inspect
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from flowfit.bijections import Bijection, Chain, Exp, FixedAffine, Sigmoid
+from flowfit.bijections import Bijection, Chain, ColumnwiseSupport, FixedAffine
 from flowfit.distributions import Flow, StandardNormal
 from flowfit.errors import DataError
-from flowfit.flows import build_bijection
+from flowfit.flows import PRESETS, build_bijection
 
-Support = str | tuple[float, float]
+# A grid step and the values must agree to this many steps for a column to count as
+# rounded. The slack absorbs decimal steps such as 0.1, which binary floats cannot
+# represent.
+GRID_TOLERANCE = 1e-6
+
+# A grid finer than MIN_GRID_RATIO standard deviations is treated as continuous. For a
+# smooth density, the log of a cell's mean density and the log-density at the cell's
+# centre differ by about (step / std)^2 / 24 nats, which is below 5e-6 nats at this
+# ratio. Scoring a rounded column of a multivariate flow costs 256 flow evaluations
+# per row.
+MIN_GRID_RATIO = 0.01
+
+# A positive column gets the log map when its skewness is at least MIN_LOG_SKEWNESS
+# and the log reduces the absolute skewness. We fitted a spline flow to 1,000 rows,
+# with and without the log map, and scored 2,000 held-out rows. The log map changed
+# the mean log-likelihood by -0.015 nats for N(5, 1) (skewness 0.1) and by 0.000 for
+# Gamma(20) (0.34). It gained 0.006 for Gamma(5) (0.76), 0.014 for LogNormal(0, 0.25)
+# (0.73), 0.02 to 0.05 for skewness 1.4 to 6.3, and 0.11 for Weibull(0.7) (3.3).
+MIN_LOG_SKEWNESS = 0.5
+
+# A rounded column with values >= 0 gets the log map when 0 lies within this many
+# standard deviations of its mean, because a flow on the real line then leaks
+# probability to negative values. We fitted spline flows to 2,000 rows (2 seeds) and
+# scored 2,000 held-out rows. The log map gained 0.019 nats for Poisson(0.5) (mean 0.7
+# standard deviations), 0.008 for a geometric count (0.8), 0.008 for a negative
+# binomial (1.2) and 0.004 for Poisson(3) (1.75). It lost 0.007 and 0.001 for
+# Poisson(10) and Binomial(10, 0.5) (3.1). Without it, the first four counts put 0.3%
+# to 1.3% of their probability below 0.
+MAX_COUNT_MEAN_STDS = 2.0
+
+# A column is constant at the working precision when its standard deviation is below
+# this many machine epsilons of the dtype times its absolute mean: standardising it
+# would then divide rounding noise by rounding noise.
+NEAR_CONSTANT_EPSILONS = 100
+
+# Multivariate presets in order of preference for the automatic choice: spline before
+# affine transformers, and autoregressive layers, which transform every column, before
+# coupling layers, which transform half. Each accepts a context, so the same list
+# serves conditional densities.
+MULTIVARIATE_PRESETS = ("nsf", "maf", "nsf-coupling", "realnvp")
+
+Support = str | tuple[float | None, float | None]
+
+TRANSFORMS = {
+    (False, False): "x",
+    (True, False): "log(x - low)",
+    (False, True): "-log(high - x)",
+    (True, True): "logit((x - low) / (high - low))",
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    """The preprocessing chosen for one column: what a fitted model and its file store.
+
+    Attributes:
+        name: The column's name, or ``x0, x1, ...`` for an array.
+        kind: "real", "positive", "bounded", "lower-bounded", "upper-bounded" or
+            "dropped".
+        low: The lower bound of the support map, ``-inf`` if none. For a rounded
+            column the map covers whole grid cells, so this is the lowest allowed value
+            minus half a step.
+        high: The upper bound of the support map, ``inf`` if none.
+        step: The grid step the column is rounded to, or 0 for a continuous column.
+        loc: The mean of the column after the support map.
+        scale: The standard deviation of the column after the support map.
+        reference: An observed training value (the weighted median), so it lies inside
+            the support and on the grid. Samples of a dropped column repeat it.
+        reason: Why the choice was made, in words.
+    """
+
+    name: str
+    kind: str
+    low: float = -math.inf
+    high: float = math.inf
+    step: float = 0.0
+    loc: float = 0.0
+    scale: float = 1.0
+    reference: float = 0.0
+    reason: str = ""
+
+    @property
+    def dropped(self) -> bool:
+        """Whether the column is left out of the flow."""
+        return self.kind == "dropped"
+
+    @property
+    def transform(self) -> str:
+        """The map from the column to the real line, as a formula."""
+        if self.dropped:
+            return "none"
+        return TRANSFORMS[(math.isfinite(self.low), math.isfinite(self.high))]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the record as JSON-safe values: infinite bounds become None."""
+        record = asdict(self)
+        for key in ("low", "high"):
+            if not math.isfinite(record[key]):
+                record[key] = None
+        record["transform"] = self.transform
+        return record
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> Column:
+        """Rebuild a record written by :meth:`to_dict`."""
+        low = record.get("low")
+        high = record.get("high")
+        return cls(
+            name=str(record["name"]),
+            kind=str(record["kind"]),
+            low=-math.inf if low is None else float(low),
+            high=math.inf if high is None else float(high),
+            step=float(record.get("step", 0.0)),
+            loc=float(record.get("loc", 0.0)),
+            scale=float(record.get("scale", 1.0)),
+            reference=float(record.get("reference", 0.0)),
+            reason=str(record.get("reason", "")),
+        )
+
+
+# ---------------------------------------------------------------------------------
+# Detection rules
+# ---------------------------------------------------------------------------------
 
 
 def detect_grid(values: np.ndarray) -> float:
     """Return the step of the grid a column was rounded to, or 0 for a continuous column.
 
     A column counts as rounded when every value is an integer multiple of its smallest
-    gap between distinct values, and repeats are common: fewer distinct values than half
-    the rows. Integer counts and waiting times in whole minutes qualify; measurements
-    stored with many digits do not.
+    gap between distinct values (to within :data:`GRID_TOLERANCE` steps), and repeats
+    are common: fewer distinct values than half the rows. The step is rounded to 10
+    significant digits, so 0.1 comes back as 0.1 and not as a float a few ulps away.
+    Integer counts and waiting times in whole minutes qualify; measurements stored with
+    many digits do not.
     """
     values = np.asarray(values, dtype=np.float64)
     distinct = np.unique(values)
     if distinct.size < 2 or distinct.size * 2 > values.size:
         return 0.0
-    step = float(np.min(np.diff(distinct)))
-    multiples = distinct / step
-    if np.max(np.abs(multiples - np.round(multiples))) > 1e-6:
+    step = float(f"{float(np.min(np.diff(distinct))):.10g}")
+    if not _on_grid(distinct, step).all():
         return 0.0
     return step
 
 
-def support_bijection(support: Support, features: int) -> Bijection | None:
-    """Return the map from the real line onto ``support``, or None for "real"."""
-    if support == "real":
-        return None
-    if support == "positive":
-        return Exp(features)
-    if isinstance(support, tuple | list) and len(support) == 2:
-        low, high = (float(v) for v in support)
-        return Sigmoid(features, low=low, high=high)
-    raise ValueError(f"support must be 'real', 'positive' or (low, high); got {support!r}.")
+def _on_grid(values: np.ndarray, step: float) -> np.ndarray:
+    multiples = values / step
+    return np.abs(multiples - np.round(multiples)) <= GRID_TOLERANCE * np.maximum(
+        1.0, np.abs(multiples) * 1e-9
+    )
 
 
-def _to_unconstrained(x: Tensor, support: Support, grid: Tensor | None) -> Tensor:
-    """Map data onto the real line through the inverse support map, checking it fits."""
-    map_ = support_bijection(support, x.shape[-1])
-    if map_ is None:
-        return x
-    half_cell = 0.0 if grid is None else grid / 2
-    low = x - half_cell
-    high = x + half_cell
-    if support == "positive" and bool(torch.any(low <= 0)):
-        raise DataError(
-            f"support='positive' needs data above 0 (after dequantisation); the smallest "
-            f"value is {x.min().item():g}. Use support='real'."
-        )
-    if support not in ("real", "positive"):
-        a, b = (float(v) for v in support)
-        if bool(torch.any(low <= a)) or bool(torch.any(high >= b)):
-            raise DataError(
-                f"support=({a:g}, {b:g}) needs every value strictly inside the interval; "
-                f"the data span [{x.min().item():g}, {x.max().item():g}]."
+def _weighted_moments(values: np.ndarray, weight: np.ndarray) -> tuple[float, float, float]:
+    """Return the weighted mean, standard deviation and skewness of ``values``."""
+    weight = weight / weight.sum()
+    mean = float(np.sum(weight * values))
+    centred = values - mean
+    variance = float(np.sum(weight * centred**2))
+    std = math.sqrt(variance)
+    skewness = float(np.sum(weight * centred**3)) / std**3 if std > 0 else 0.0
+    return mean, std, skewness
+
+
+def _weighted_median(values: np.ndarray, weight: np.ndarray) -> float:
+    """Return the observed value at which the cumulative weight first reaches half."""
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(weight[order])
+    index = int(np.searchsorted(cumulative, 0.5 * cumulative[-1]))
+    return float(values[order][min(index, values.size - 1)])
+
+
+# ---------------------------------------------------------------------------------
+# Per-column choices
+# ---------------------------------------------------------------------------------
+
+
+def _per_column(option: Any, names: list[str], option_name: str) -> list[Any]:
+    """Expand an option given for all columns, as a list, or as a mapping by name/index."""
+    if isinstance(option, Mapping):
+        values: list[Any] = ["auto"] * len(names)
+        for key, value in option.items():
+            if isinstance(key, int | np.integer) and not isinstance(key, bool):
+                if not 0 <= int(key) < len(names):
+                    raise ValueError(
+                        f"{option_name} names column index {key}, but the data have "
+                        f"{len(names)} columns."
+                    )
+                values[int(key)] = value
+            elif str(key) in names:
+                values[names.index(str(key))] = value
+            else:
+                raise ValueError(
+                    f"{option_name} names column {key!r}, which is not in the data; "
+                    f"columns: {', '.join(names)}."
+                )
+        return values
+    if isinstance(option, list):
+        if len(option) != len(names):
+            raise ValueError(
+                f"{option_name} as a list needs one entry per column ({len(names)}); "
+                f"got {len(option)}."
             )
-    return map_.to(x.dtype).inverse(x)[0]
+        return list(option)
+    return [option] * len(names)
+
+
+def _parse_support(spec: Any, name: str) -> Support:
+    """Check one column's support setting and return it in canonical form."""
+    if isinstance(spec, str):
+        if spec in ("auto", "real", "positive"):
+            return spec
+    elif isinstance(spec, tuple | list) and len(spec) == 2:
+        low = -math.inf if spec[0] is None else float(spec[0])
+        high = math.inf if spec[1] is None else float(spec[1])
+        if math.isnan(low) or math.isnan(high) or not low < high:
+            raise ValueError(
+                f"The support of column {name!r} must be (low, high) with low < high; "
+                f"got {tuple(spec)}."
+            )
+        return (low, high)
+    raise ValueError(
+        f"The support of column {name!r} must be 'auto', 'real', 'positive' or "
+        f"(low, high); got {spec!r}."
+    )
+
+
+def _parse_step(spec: Any, name: str) -> float | str:
+    if spec is None:
+        return 0.0
+    if isinstance(spec, str) and spec == "auto":
+        return "auto"
+    if isinstance(spec, int | float | np.number) and not isinstance(spec, bool):
+        step = float(spec)
+        if math.isfinite(step) and step >= 0:
+            return step
+    raise ValueError(
+        f"The grid of column {name!r} must be 'auto', None or a non-negative step; "
+        f"got {spec!r}."
+    )
+
+
+def choose_columns(
+    values: np.ndarray,
+    names: Sequence[str],
+    *,
+    support: Any = "auto",
+    grid: Any = "auto",
+    constant_columns: str = "raise",
+    sample_weight: np.ndarray | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> list[Column]:
+    """Choose the support, grid and standardisation of every column of ``values``.
+
+    The automatic rules, each overridable per column:
+
+    * **Constant**: fewer than 2 distinct values, or a standard deviation below
+      :data:`NEAR_CONSTANT_EPSILONS` machine epsilons (of ``dtype``) times the absolute
+      mean. Such a column raises :class:`~flowfit.errors.DataError` naming it, or is
+      dropped with ``constant_columns="drop"``.
+    * **Rounded**: :func:`detect_grid` finds a step of at least :data:`MIN_GRID_RATIO`
+      standard deviations. The column is then dequantised and scored by the
+      probability of each value's grid cell divided by the step.
+    * **Positive**: every value is above 0 (at least 0 for a rounded column), the
+      skewness is at least :data:`MIN_LOG_SKEWNESS`, and the log reduces the absolute
+      skewness. A rounded column with values of at least 0 also qualifies when its
+      mean is within :data:`MAX_COUNT_MEAN_STDS` standard deviations of 0. It then gets the
+      map :math:`\\log(x - a)` with :math:`a = 0`, or :math:`a = -\\text{step}/2` for a
+      rounded column, so that the cell of 0 lies inside the support.
+    * **Bounded**: only when requested, because the range of a sample does not reveal
+      bounds, and a wrong bound gives log-density ``-inf`` to valid new data.
+    * Everything else gets kind "real": standardised only.
+
+    Arguments:
+        values: The data, of shape (n_samples, n_features), finite.
+        names: One name per column, used in messages and records.
+        support: "auto", "real", "positive" or ``(low, high)`` (None for an open side)
+            for all columns. A list gives one entry per column, and a mapping sends
+            column names or indices to entries, with "auto" for the other columns. A rounded
+            column's ``(low, high)`` bounds its values, so its cells reach half a step
+            beyond them.
+        grid: "auto", None (continuous), a step, a list or a mapping, in the same forms.
+        constant_columns: "raise" or "drop".
+        sample_weight: Non-negative row weights for the statistics, or None.
+        dtype: The dtype the flow will compute in; it sets the constant threshold.
+
+    Returns:
+        One :class:`Column` per input column, in order.
+
+    Raises:
+        DataError: A column is constant and ``constant_columns`` is "raise", or the
+            data lie outside a requested support.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    names = [str(n) for n in names]
+    if values.ndim != 2 or values.shape[1] != len(names):
+        raise ValueError(
+            f"Expected values of shape (n_samples, {len(names)}); got {values.shape}."
+        )
+    if constant_columns not in ("raise", "drop"):
+        raise ValueError(
+            f"constant_columns must be 'raise' or 'drop'; got {constant_columns!r}."
+        )
+    weight = np.ones(values.shape[0]) if sample_weight is None else np.asarray(
+        sample_weight, dtype=np.float64
+    )
+    supports = _per_column(support, names, "support")
+    grids = _per_column(grid, names, "grid")
+    return [
+        _choose_column(
+            values[:, j], weight, names[j], _parse_support(supports[j], names[j]),
+            _parse_step(grids[j], names[j]), constant_columns, dtype,
+        )
+        for j in range(len(names))
+    ]
+
+
+def _choose_column(
+    x: np.ndarray,
+    weight: np.ndarray,
+    name: str,
+    support: Support,
+    step: float | str,
+    constant_columns: str,
+    dtype: torch.dtype,
+) -> Column:
+    # The checks run on the values as the flow will see them, so a spread that
+    # vanishes when rounded to float32 counts as constant.
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, rejected below
+        x_cast = x.astype(np.float32 if dtype == torch.float32 else np.float64).astype(np.float64)
+    if not np.all(np.isfinite(x_cast)):
+        rows = np.flatnonzero(~np.isfinite(x_cast))[:5].tolist()
+        raise DataError(
+            f"Column {name!r} has values too large for {dtype}, first in rows {rows}; "
+            "rescale it or use dtype='float64'."
+        )
+    mean, std, skewness = _weighted_moments(x_cast, weight)
+    constant_reason = _constant_reason(x_cast, mean, std, dtype)
+    if constant_reason:
+        if constant_columns == "drop":
+            return Column(name, "dropped", reference=_weighted_median(x, weight),
+                          reason=constant_reason)
+        raise DataError(
+            f"Column {name!r} is {constant_reason}, so it has no density to fit. "
+            "Leave it out of the data, or pass constant_columns='drop' to drop it."
+        )
+
+    step, grid_reason = _choose_step(x, std, step)
+    low, high, kind, support_reason = _choose_support(x, weight, name, support, step,
+                                                      (mean, std, skewness))
+    reason = "; ".join(r for r in (grid_reason, support_reason) if r)
+    transformed = _to_real_line(x, low, high)
+    loc, scale, _ = _weighted_moments(transformed, weight)
+    if not (scale > 0 and math.isfinite(scale) and math.isfinite(loc)):
+        raise DataError(
+            f"Column {name!r} has no finite spread after its support map (standard "
+            f"deviation {scale:g}); choose another support for it."
+        )
+    return Column(
+        name, kind, low=low, high=high, step=step, loc=loc, scale=scale,
+        reference=_weighted_median(x, weight), reason=reason,
+    )
+
+
+def _constant_reason(x: np.ndarray, mean: float, std: float, dtype: torch.dtype) -> str:
+    distinct = np.unique(x)
+    if distinct.size < 2:
+        return f"constant (every value is {distinct[0]:g})"
+    threshold = NEAR_CONSTANT_EPSILONS * torch.finfo(dtype).eps * abs(mean)
+    if not std > threshold:
+        return (
+            f"nearly constant (standard deviation {std:.3g} against mean {mean:.6g}, "
+            f"below {NEAR_CONSTANT_EPSILONS} machine epsilons of {dtype} relative to the mean)"
+        )
+    return ""
+
+
+def _choose_step(x: np.ndarray, std: float, step: float | str) -> tuple[float, str]:
+    if step != "auto":
+        return float(step), f"grid step {step:g} as set" if step else ""
+    detected = detect_grid(x)
+    if detected == 0:
+        return 0.0, ""
+    if detected < MIN_GRID_RATIO * std:
+        return 0.0, (
+            f"rounded to {detected:g}, finer than {MIN_GRID_RATIO:g} standard deviations, "
+            "so treated as continuous"
+        )
+    return detected, f"rounded to a grid of step {detected:g}, so dequantised"
+
+
+def _choose_support(
+    x: np.ndarray,
+    weight: np.ndarray,
+    name: str,
+    support: Support,
+    step: float,
+    moments: tuple[float, float, float],
+) -> tuple[float, float, str, str]:
+    """Return the map's bounds, the kind and the reason for one column."""
+    mean, std, skewness = moments
+    half = step / 2
+    if support == "auto":
+        lowest_allowed = 0.0 if step > 0 else np.nextafter(0.0, 1.0)
+        if x.min() < lowest_allowed:
+            return -math.inf, math.inf, "real", ""
+        # 0.0 - half keeps the bound of a continuous column at +0.0, not -0.0.
+        if step > 0 and mean < MAX_COUNT_MEAN_STDS * std:
+            return 0.0 - half, math.inf, "positive", (
+                f"all values >= 0 and the mean {mean:.3g} is within {MAX_COUNT_MEAN_STDS:g} "
+                "standard deviations of 0"
+            )
+        if skewness >= MIN_LOG_SKEWNESS:
+            log_skewness = _weighted_moments(np.log(x + half), weight)[2]
+            if abs(log_skewness) < skewness:
+                return 0.0 - half, math.inf, "positive", (
+                    f"all values {'>= 0' if step else '> 0'} and skewness {skewness:.2f} "
+                    f">= {MIN_LOG_SKEWNESS}, reduced to {log_skewness:.2f} by the log"
+                )
+        return -math.inf, math.inf, "real", ""
+
+    if support == "real":
+        return -math.inf, math.inf, "real", "real support as set"
+    low, high = (0.0, math.inf) if support == "positive" else support
+    _check_inside(x, name, low, high, closed=step > 0)
+    kind = _support_kind(low, high)
+    return low - half, high + half, kind, f"support ({low:g}, {high:g}) as set"
+
+
+def _support_kind(low: float, high: float) -> str:
+    if math.isfinite(low) and math.isfinite(high):
+        return "bounded"
+    if low == 0:
+        return "positive"
+    if math.isfinite(low):
+        return "lower-bounded"
+    if math.isfinite(high):
+        return "upper-bounded"
+    return "real"
+
+
+def _check_inside(x: np.ndarray, name: str, low: float, high: float, *, closed: bool) -> None:
+    # Rounded values may sit on a bound, because their cells reach half a step beyond
+    # it. Continuous values must lie strictly inside, where the log map is finite.
+    outside = (x < low) | (x > high) if closed else (x <= low) | (x >= high)
+    if outside.any():
+        rows = np.flatnonzero(outside)[:5].tolist()
+        interval = f"[{low:g}, {high:g}]" if closed else f"({low:g}, {high:g})"
+        raise DataError(
+            f"Column {name!r} has values outside its support {interval}, first in rows "
+            f"{rows} (counted from 0; smallest {x.min():g}, largest {x.max():g}). "
+            "Choose a wider support for this column, or 'real'."
+        )
+
+
+def _to_real_line(x: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Apply the inverse support map in float64, as :class:`ColumnwiseSupport` does."""
+    support = ColumnwiseSupport(1, low=[low], high=[high]).double()
+    with torch.no_grad():
+        z, _ = support.inverse(torch.tensor(x, dtype=torch.float64)[:, None])
+    return z[:, 0].numpy()
+
+
+# ---------------------------------------------------------------------------------
+# Support checks for scoring and sampling
+# ---------------------------------------------------------------------------------
+
+
+def outside_support(x: np.ndarray, columns: Sequence[Column]) -> np.ndarray:
+    """Return a mask of the rows of ``x`` (modelled columns only) with zero density.
+
+    A continuous value must lie strictly inside its column's bounds. A rounded value
+    must lie on its grid, with its whole cell inside the bounds, because a value off
+    the grid has probability 0 under a model of rounded data.
+    """
+    outside = np.zeros(x.shape[0], dtype=bool)
+    for j, column in enumerate(columns):
+        values = x[:, j]
+        if column.step > 0:
+            half = column.step / 2
+            slack = GRID_TOLERANCE * column.step
+            bad = ~_on_grid(values, column.step)
+            bad |= values - half < column.low - slack
+            bad |= values + half > column.high + slack
+        else:
+            bad = (values <= column.low) | (values >= column.high)
+        outside |= bad
+    return outside
+
+
+def clip_to_support(samples: np.ndarray, columns: Sequence[Column]) -> np.ndarray:
+    """Move float64 samples of the modelled columns onto their grids and supports.
+
+    Samples of a bounded continuous column can land on a bound when the map saturates
+    in float32; they move to the nearest float64 value inside. Samples of a rounded
+    column are rounded again in float64 and clipped to the allowed grid values.
+    """
+    samples = samples.copy()
+    for j, column in enumerate(columns):
+        values = samples[:, j]
+        if column.step > 0:
+            step = column.step
+            values = np.round(values / step) * step
+            lowest = math.ceil((column.low + step / 2) / step - GRID_TOLERANCE) * step \
+                if math.isfinite(column.low) else -math.inf
+            highest = math.floor((column.high - step / 2) / step + GRID_TOLERANCE) * step \
+                if math.isfinite(column.high) else math.inf
+            values = np.clip(values, lowest, highest)
+        else:
+            values = np.clip(values, np.nextafter(column.low, math.inf),
+                             np.nextafter(column.high, -math.inf))
+        # Adding 0.0 turns the -0.0 that rounding small negatives gives into 0.0.
+        samples[:, j] = values + 0.0
+    return samples
+
+
+# ---------------------------------------------------------------------------------
+# Building the flow
+# ---------------------------------------------------------------------------------
+
+
+def build_flow(
+    columns: Sequence[Column],
+    *,
+    flow: str,
+    flow_options: Mapping[str, Any] | None = None,
+    context_loc: np.ndarray | None = None,
+    context_scale: np.ndarray | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Flow:
+    """Build the flow for the modelled (not dropped) ``columns``.
+
+    The chain is the preset's learned bijection, then the standardisation, then a
+    :class:`~flowfit.bijections.ColumnwiseSupport` if any column is bounded. The flow's
+    grid contains the columns' steps.
+
+    Arguments:
+        columns: The choices from :func:`choose_columns`; dropped columns are skipped.
+        flow: A preset name from :data:`flowfit.flows.PRESETS`.
+        flow_options: Keyword arguments for the preset.
+        context_loc: The context's per-column offsets, of shape (n_context,), for a
+            conditional flow; None for an unconditional one.
+        context_scale: The context's positive per-column scales, same shape.
+        dtype: The flow's floating-point dtype.
+    """
+    modelled = [c for c in columns if not c.dropped]
+    if not modelled:
+        raise DataError("Every column was dropped as constant, so there is nothing to model.")
+    features = len(modelled)
+    context = 0 if context_loc is None else len(context_loc)
+    options = dict(flow_options or {})
+    unknown = sorted(set(options) - set(_accepted(flow, options)))
+    if unknown:
+        accepted = [p for p in inspect.signature(PRESETS[flow]).parameters
+                    if p not in ("features", "context")]
+        raise ValueError(
+            f"The {flow!r} flow takes no option {', '.join(map(repr, unknown))}; its options "
+            f"are: {', '.join(accepted) or 'none'}."
+        )
+    bijections: list[Bijection] = [
+        build_bijection(flow, features, context=context, **options),
+        FixedAffine(
+            features,
+            torch.tensor([c.loc for c in modelled], dtype=torch.float64),
+            torch.tensor([c.scale for c in modelled], dtype=torch.float64),
+        ),
+    ]
+    if any(math.isfinite(c.low) or math.isfinite(c.high) for c in modelled):
+        bijections.append(ColumnwiseSupport(
+            features, low=[c.low for c in modelled], high=[c.high for c in modelled]
+        ))
+    scaler = None
+    if context:
+        scaler = FixedAffine(
+            context,
+            torch.as_tensor(context_loc, dtype=torch.float64),
+            torch.as_tensor(context_scale, dtype=torch.float64),
+        )
+    steps = [c.step for c in modelled]
+    grid = torch.tensor(steps, dtype=torch.float64) if any(steps) else None
+    flow_module = Flow(Chain(bijections), StandardNormal(features),
+                       context_scaler=scaler, grid=grid)
+    return flow_module.to(dtype)
 
 
 def make_flow(
@@ -86,70 +636,131 @@ def make_flow(
     *,
     flow: str = "spline",
     context: Tensor | None = None,
-    support: Support = "real",
-    grid: str | float | list[float] | None = "auto",
-    standardize: bool = True,
+    support: Any = "real",
+    grid: Any = "auto",
     flow_options: dict[str, Any] | None = None,
 ) -> Flow:
     """Build a flow for data ``x`` of shape :math:`(N, D)`, ready for :func:`~flowfit.fit`.
 
     Arguments:
-        x: The training data; its statistics set the standardisation.
+        x: The training data; their statistics set the standardisation and the
+            automatic choices of :func:`choose_columns`.
         flow: A preset name from :data:`flowfit.flows.PRESETS`.
         context: Training contexts of shape :math:`(N, C)` for a conditional flow; they
             are standardised by their own statistics.
-        support: "real", "positive" or a ``(low, high)`` interval, for all columns.
-        grid: "auto" detects rounded columns with :func:`detect_grid`; a number or one
-            number per column sets the steps (0 for continuous); None treats all columns
-            as continuous.
-        standardize: Whether to standardise (after the support map) before the
-            learned layers.
+        support: The support setting of :func:`choose_columns`; "real" by default.
+        grid: The grid setting of :func:`choose_columns`.
         flow_options: Keyword arguments for the preset, such as ``bins`` or ``layers``.
     """
     if x.ndim != 2:
         raise DataError(f"Expected data of shape (N, D); got {tuple(x.shape)}.")
-    features = x.shape[1]
-    steps = _grid_steps(x, grid)
-    unconstrained = _to_unconstrained(x, support, steps)
-
-    bijections: list[Bijection] = [
-        build_bijection(flow, features, context=0 if context is None else context.shape[1],
-                        **(flow_options or {}))
-    ]
-    if standardize:
-        scale = unconstrained.std(0, correction=0)
-        constant = torch.nonzero(~(scale > 0)).flatten().tolist()
-        if constant:
-            raise DataError(
-                f"Column(s) {constant} are constant, so they have no density to fit. "
-                "Leave them out of the data."
-            )
-        bijections.append(FixedAffine(features, unconstrained.mean(0), scale))
-    support_map = support_bijection(support, features)
-    if support_map is not None:
-        bijections.append(support_map)
-
-    chain = Chain(bijections).to(x.dtype)
-    scaler = None
+    values = x.detach().cpu().double().numpy()
+    names = [f"x{i}" for i in range(x.shape[1])]
+    columns = choose_columns(values, names, support=support, grid=grid, dtype=x.dtype)
+    context_loc = context_scale = None
     if context is not None:
-        scaler = FixedAffine.from_data(context.to(x.dtype))
-    return Flow(chain, StandardNormal(features).to(x.dtype), context_scaler=scaler, grid=steps)
+        context_loc, context_scale = context_statistics(context.detach().cpu().double().numpy())
+    return build_flow(columns, flow=flow, flow_options=flow_options, context_loc=context_loc,
+                      context_scale=context_scale, dtype=x.dtype)
 
 
-def _grid_steps(x: Tensor, grid: str | float | list[float] | None) -> Tensor | None:
-    features = x.shape[1]
-    if grid is None:
-        return None
-    if grid == "auto":
-        steps = [detect_grid(x[:, i].cpu().numpy()) for i in range(features)]
-    elif isinstance(grid, int | float):
-        steps = [float(grid)] * features
-    else:
-        steps = [float(s) for s in grid]
-    if len(steps) != features or any(not np.isfinite(s) or s < 0 for s in steps):
+def context_statistics(
+    context: np.ndarray, sample_weight: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the weighted mean and standard deviation of each context column.
+
+    A constant context column carries no information, so it gets scale 1 instead of 0.
+    """
+    weight = np.ones(context.shape[0]) if sample_weight is None else sample_weight
+    weight = weight / weight.sum()
+    loc = weight @ context
+    scale = np.sqrt(weight @ (context - loc) ** 2)
+    scale = np.where(scale > 0, scale, 1.0)
+    return loc, scale
+
+
+# ---------------------------------------------------------------------------------
+# Model size
+# ---------------------------------------------------------------------------------
+
+
+def default_flow(n_features: int, n_context: int = 0) -> str:
+    """Return the preset for ``n_features`` modelled columns and ``n_context`` context columns.
+
+    One column without context gets "spline", which models it exactly as well as a
+    multivariate preset would and trains faster. Otherwise the first registered name in
+    :data:`MULTIVARIATE_PRESETS` is used, and "spline" (independent columns) when none
+    is registered.
+    """
+    if n_features == 1 and n_context == 0:
+        return "spline"
+    for name in MULTIVARIATE_PRESETS:
+        if name in PRESETS:
+            return name
+    if n_context:
         raise ValueError(
-            f"grid needs {features} non-negative finite steps; got {steps}."
+            "No conditional flow preset is registered; a conditional density needs one of "
+            f"{', '.join(MULTIVARIATE_PRESETS)}."
         )
-    if not any(steps):
-        return None
-    return torch.tensor(steps, dtype=x.dtype)
+    return "spline"
+
+
+def _rule_sizes(n_samples: int, n_features: int) -> dict[str, Any]:
+    # Width grows with the square root of the row count and depth with the column
+    # count, both clipped, so small tables get small networks.
+    width = int(np.clip(2 ** round(math.log2(2 * math.sqrt(max(n_samples, 1)))), 16, 128))
+    layers = int(np.clip(n_features + 1, 3, 5))
+    bins = int(np.clip(round(max(n_samples, 1) ** (1 / 3)), 4, 16))
+    return {"width": width, "layers": layers, "bins": bins}
+
+
+def default_flow_options(flow: str, n_samples: int, n_features: int) -> dict[str, Any]:
+    """Return the automatic size options of ``flow`` for a table of this shape.
+
+    The rule, for :math:`n` training rows and :math:`d` modelled columns:
+
+    * hidden width :math:`w = 2^{\\mathrm{round}(\\log_2 (2\\sqrt{n}))}`, clipped to
+      [16, 128], in two hidden layers;
+    * layers :math:`d + 1`, clipped to [3, 5], for multivariate presets, and 2 for
+      "spline";
+    * spline bins :math:`\\mathrm{round}(n^{1/3})`, clipped to [4, 16].
+
+    Only the options that the preset accepts are returned, so presets without
+    ``hidden`` or ``bins`` get the rest.
+    """
+    sizes = _rule_sizes(n_samples, n_features)
+    options: dict[str, Any] = {
+        "layers": 2 if flow == "spline" else sizes["layers"],
+        "hidden": [sizes["width"], sizes["width"]],
+        "bins": sizes["bins"],
+    }
+    return _accepted(flow, options)
+
+
+def size_candidates(flow: str, n_samples: int, n_features: int) -> list[dict[str, Any]]:
+    """Return the candidate sizes that size selection fits, smallest first.
+
+    They are the rule of :func:`default_flow_options` with half the width and one layer
+    fewer, the rule itself, and twice the width with one layer more. Bins follow the
+    rule. Presets without these options get one candidate.
+    """
+    rule = default_flow_options(flow, n_samples, n_features)
+    candidates = []
+    for factor, extra_layers in ((0.5, -1), (1.0, 0), (2.0, 1)):
+        options = dict(rule)
+        if "hidden" in options:
+            width = max(8, int(options["hidden"][0] * factor))
+            options["hidden"] = [width, width]
+        if "layers" in options:
+            options["layers"] = max(1, options["layers"] + extra_layers)
+        if options not in candidates:
+            candidates.append(options)
+    return candidates
+
+
+def _accepted(flow: str, options: dict[str, Any]) -> dict[str, Any]:
+    builder = PRESETS.get(flow)
+    if builder is None:
+        raise ValueError(f"Unknown flow {flow!r}; choose one of: {', '.join(sorted(PRESETS))}.")
+    parameters = inspect.signature(builder).parameters
+    return {key: value for key, value in options.items() if key in parameters}

@@ -23,6 +23,7 @@ from flowfit.bijections.coupling import Coupling
 from flowfit.bijections.linear import LULinear
 from flowfit.bijections.normalization import ActNorm
 from flowfit.bijections.permutation import Permutation, RandomPermutation, ReversePermutation
+from flowfit.bijections.columns import ColumnwiseSupport
 
 __all__ = [
     "Affine",
@@ -51,4 +52,5 @@ __all__ = [
     "ReversePermutation",
     "SplineTransformer",
     "make_transformer",
+    "ColumnwiseSupport",
 ]

@@ -93,13 +93,11 @@ class SplineTransformer:
     ) -> tuple[Tensor, Tensor]:
         """Return :math:`y` and the element-wise :math:`\\log|dy/dx|`, both shaped like ``x``."""
         k = self.bins
+        # split() gives views whose backward is a single concatenation, where three
+        # slices would each fill a zero tensor of the full parameter shape.
+        widths, heights, derivatives = params.split([k, k, k - 1], dim=-1)
         return rational_quadratic_spline(
-            x,
-            params[..., :k],
-            params[..., k : 2 * k],
-            params[..., 2 * k :],
-            bound=self.bound,
-            inverse=inverse,
+            x, widths, heights, derivatives, bound=self.bound, inverse=inverse
         )
 
 

@@ -1,4 +1,10 @@
-"""``flowfit fit``: fit a flow to columns of a table and write a model file."""
+"""``flowfit fit``: fit a flow to columns of a table and write a model file.
+
+While it trains, the command keeps a checkpoint next to the model (``OUTPUT.ckpt``),
+written atomically every few epochs and on Ctrl-C. ``--resume`` continues the run from
+there after a crash, a kill or Ctrl-C, and ends with the model an uninterrupted run
+would have written. The checkpoint is deleted once the model is written.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +15,24 @@ import typer
 
 from flowfit.cli.common import (
     check_output,
+    fail,
     parse_columns,
     parse_grid,
     parse_support,
     reports_errors,
 )
+from flowfit.errors import CheckpointError
 from flowfit.estimators import FlowDensity
 from flowfit.io.tables import read_table
+from flowfit.training import TrainingInterrupted
+
+# The exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
+
+
+def checkpoint_path(output: Path) -> Path:
+    """Return the checkpoint file that belongs to the model file ``output``."""
+    return output.with_name(output.name + ".ckpt")
 
 
 @reports_errors
@@ -44,11 +61,26 @@ def fit_command(
     ] = 20,
     seed: Annotated[int, typer.Option(help="Random seed for initialisation and splits.")] = 0,
     float64: Annotated[bool, typer.Option("--float64", help="Train in float64.")] = False,
+    checkpoint_every: Annotated[
+        int,
+        typer.Option(min=0, help="Epochs between checkpoints in OUTPUT.ckpt; 0 writes none."),
+    ] = 10,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the interrupted run saved in OUTPUT.ckpt; pass the same DATA and "
+            "options. Replaces OUTPUT.",
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace OUTPUT if it exists.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace OUTPUT, and any checkpoint, if they exist.")
+    ] = False,
 ) -> None:
     """Fit a normalizing flow to DATA by maximum likelihood and save it to OUTPUT."""
-    check_output(output, force=force)
+    checkpoint = checkpoint_path(output)
+    _check_targets(output, checkpoint, resume=resume, force=force)
     frame = read_table(data, parse_columns(columns))
     model = FlowDensity(
         flow=flow, support=parse_support(support), grid=parse_grid(grid), max_epochs=epochs,
@@ -56,10 +88,59 @@ def fit_command(
         patience=patience, dtype="float64" if float64 else "float32", random_state=seed,
         show_progress=not quiet,
     )
-    model.fit(frame)
-    model.save(output, overwrite=force)
-    if quiet:
+    try:
+        model.fit(
+            frame,
+            checkpoint=checkpoint if checkpoint_every > 0 else None,
+            checkpoint_every=max(checkpoint_every, 1),
+            resume_from=checkpoint if resume else None,
+        )
+    except TrainingInterrupted as interrupt:
+        raise _save_interrupted(model, output, interrupt, overwrite=force or resume) from None
+    model.save(output, overwrite=force or resume)
+    checkpoint.unlink(missing_ok=True)
+    if not quiet:
+        _print_summary(model, frame, flow, output)
+
+
+def _check_targets(output: Path, checkpoint: Path, *, resume: bool, force: bool) -> None:
+    """Stop before any work if the run would replace files it may not replace."""
+    if resume:
+        if not checkpoint.is_file():
+            raise CheckpointError(
+                f"There is no checkpoint to resume at {checkpoint}; run without --resume "
+                "to start a new fit."
+            )
         return
+    check_output(output, force=force)
+    if checkpoint.exists() and not force:
+        raise FileExistsError(
+            f"{checkpoint} contains the checkpoint of an interrupted run; pass --resume to "
+            "continue it, or --force to start over and replace it."
+        )
+
+
+def _save_interrupted(model: FlowDensity, output: Path, interrupt: TrainingInterrupted,
+                      *, overwrite: bool) -> typer.Exit:
+    """Write the best model so far after Ctrl-C, say where, and return the exit to raise."""
+    history = interrupt.history
+    lines = [f"interrupted after {len(history.train)} completed epoch(s)"]
+    if history.best_epoch >= 0:
+        model.save(output, overwrite=overwrite)
+        lines.append(
+            f"wrote the best model so far (epoch {history.best_epoch + 1}) to {output}"
+        )
+    else:
+        lines.append("no epoch completed, so no model was written")
+    if interrupt.checkpoint is not None:
+        lines.append(
+            f"the checkpoint {interrupt.checkpoint} holds the run; continue it with the "
+            "same command and --resume"
+        )
+    return fail("; ".join(lines) + ".", code=EXIT_INTERRUPTED)
+
+
+def _print_summary(model: FlowDensity, frame, flow: str, output: Path) -> None:
     history = model.history_
     mean_log_lik = model.score(frame) / len(frame)
     rounded = [name for name, step in zip(frame.columns, model.grid_) if step > 0]
@@ -70,5 +151,8 @@ def fit_command(
     best = history.val[history.best_epoch] if history.val else history.train[-1]
     typer.echo(f"epochs: {len(history.train)}, best epoch: {history.best_epoch + 1}, "
                f"validation NLL: {best:.4f} nats/row")
+    if history.recoveries:
+        typer.echo(f"recovered from {history.recoveries} non-finite loss(es) by rolling "
+                   "back and halving the learning rate")
     typer.echo(f"mean log-likelihood on all rows: {mean_log_lik:.4f} nats/row")
     typer.echo(f"wrote {output}")

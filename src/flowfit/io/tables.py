@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = ["read_table", "check_frame", "select_columns"]
 
 import csv
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,10 @@ from flowfit.errors import DataError
 # column is an index, not data.
 INDEX_HEADERS = {"", "rownames", "Unnamed: 0"}
 
-MODEL_FILE_MAGIC_HINT = b"flowfit-model"
+# The safetensors container of model files and checkpoints starts with its JSON
+# header's length as a little-endian u64, then "{". Text files never do, because
+# printable bytes make that length at least 0x2020202020202020.
+MAX_CONTAINER_HEADER_BYTES = 16 * 2**20
 
 
 def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
@@ -43,7 +47,7 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFra
         raise DataError(f"Data file not found: {path}. Check the path and try again.")
     if path.is_dir():
         raise DataError(f"{path} is a folder; pass a data file (.csv, .npy or .parquet).")
-    _reject_model_file(path)
+    _reject_binary_container(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
         frame = _read_npy(path)
@@ -101,14 +105,31 @@ def check_frame(frame: pd.DataFrame, *, source: str) -> pd.DataFrame:
     return pd.DataFrame(out, index=range(frame.shape[0]))
 
 
-def _reject_model_file(path: Path) -> None:
+def _reject_binary_container(path: Path) -> None:
+    """Raise DataError for model files, checkpoints, pickles and zip archives."""
     with path.open("rb") as handle:
-        head = handle.read(65536)
-    if MODEL_FILE_MAGIC_HINT in head:
+        head = handle.read(8)
+        length = struct.unpack("<Q", head)[0] if len(head) == 8 else None
+        is_container = (length is not None and 2 <= length <= MAX_CONTAINER_HEADER_BYTES
+                        and handle.read(1) == b"{")
+        header = handle.read(length - 1) if is_container else b""
+    if is_container:
+        if b"flowfit-checkpoint" in header:
+            kind = "a flowfit training checkpoint"
+        elif b"flowfit-model" in header:
+            kind = "a flowfit model file"
+        else:
+            kind = "a safetensors file"
         raise DataError(
-            f"{path} is a flowfit model file, not a data table. Pass the model as MODEL "
-            "and a .csv, .npy or .parquet file as DATA."
+            f"{path} is {kind}, not a data table. Pass a model file as MODEL and a .csv, "
+            ".npy or .parquet file as DATA."
         )
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        raise DataError(f"{path} is a Python pickle, not a data table; flowfit never loads "
+                        "pickles. Export the data as .csv, .npy or .parquet.")
+    if head.startswith(b"PK\x03\x04"):
+        raise DataError(f"{path} is a zip archive (such as .xlsx or torch.save output), not a "
+                        "data table. Export the data as .csv, .npy or .parquet.")
 
 
 def _read_text(path: Path, *, whitespace: bool, tab: bool) -> pd.DataFrame:
@@ -119,23 +140,31 @@ def _read_text(path: Path, *, whitespace: bool, tab: bool) -> pd.DataFrame:
             f"{path} is not a text table (byte {error.start} is not UTF-8). "
             "Pass a .csv, .npy or .parquet file."
         ) from None
-    lines = [line for line in text.splitlines() if line.strip()]
+    # Line numbers count every line of the file, as an editor shows them.
+    lines = [(number, line) for number, line in enumerate(text.splitlines(), start=1)
+             if line.strip()]
     if not lines:
         raise DataError(f"{path} is empty; it needs a header line and data rows.")
+
     sep = r"\s+" if whitespace else ("\t" if tab else ",")
-    first = lines[0].split() if whitespace else next(csv.reader([lines[0]], delimiter=sep))
+    first_line = lines[0][1]
+    first = first_line.split() if whitespace else next(csv.reader([first_line], delimiter=sep))
     has_header = not all(_is_number(field) for field in first)
+
     try:
         frame = pd.read_csv(
             path, sep=sep, header=0 if has_header else None, dtype=str,
             skip_blank_lines=True, keep_default_na=False, na_values=["", "NA", "NaN", "nan"],
             engine="python" if whitespace else "c", encoding="utf-8-sig",
         )
-    except pd.errors.ParserError as error:
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path} is empty; it needs a header line and data rows.") from None
+    except (pd.errors.ParserError, csv.Error, ValueError) as error:
         raise DataError(
-            f"{path} has rows of different lengths ({_first_line(error)}). Every row must "
-            "have one value per column."
+            f"{path} cannot be read as a table ({_first_line(error)}). Check that every row "
+            "has one value per column and that quotes are balanced."
         ) from None
+
     if not has_header:
         frame.columns = [f"x{i}" for i in range(frame.shape[1])]
     elif str(frame.columns[0]) in INDEX_HEADERS or str(frame.columns[0]).startswith("Unnamed"):
@@ -144,11 +173,14 @@ def _read_text(path: Path, *, whitespace: bool, tab: bool) -> pd.DataFrame:
     return frame
 
 
-def _check_ragged(path: Path, lines: list[str], sep: str, whitespace: bool) -> None:
+def _check_ragged(path: Path, lines: list[tuple[int, str]], sep: str, whitespace: bool) -> None:
     # pandas pads short rows with NaN silently; a short row is a broken file, not a gap.
-    rows = (line.split() for line in lines) if whitespace else csv.reader(lines, delimiter=sep)
     width = None
-    for number, fields in enumerate(rows, start=1):
+    for number, line in lines:
+        try:
+            fields = line.split() if whitespace else next(csv.reader([line], delimiter=sep))
+        except (csv.Error, StopIteration):
+            raise DataError(f"{path} cannot be read as a table: line {number} is malformed.") from None
         if width is None:
             width = len(fields)
         elif len(fields) != width:
@@ -171,12 +203,20 @@ def _is_number(text: str) -> bool:
 
 
 def _read_npy(path: Path) -> pd.DataFrame:
+    with path.open("rb") as handle:
+        magic = handle.read(6)
+    if magic != b"\x93NUMPY":
+        raise DataError(f"{path} is not a .npy file: it does not start with the NumPy magic.")
     try:
         array = np.load(path, allow_pickle=False)
     except ValueError as error:
         raise DataError(f"{path} is not a readable .npy array of numbers: {error}.") from None
-    except (OSError, EOFError) as error:
-        raise DataError(f"{path} is not a valid .npy file ({error}).") from None
+    except Exception as error:  # noqa: BLE001
+        # A damaged header makes NumPy's header parser raise assorted types
+        # (tokenize.TokenError, SyntaxError, EOFError, OSError, ...).
+        raise DataError(
+            f"{path} is not a valid .npy file ({type(error).__name__}: {error})."
+        ) from None
     if array.dtype.kind not in "biuf":
         raise DataError(f"{path} holds {array.dtype} values; flowfit needs numbers.")
     if array.ndim == 1:
@@ -196,3 +236,9 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         return pq.read_table(path).to_pandas()
     except (pa.ArrowException, OSError) as error:
         raise DataError(f"{path} is not a readable Parquet file ({error}).") from None
+    except Exception as error:  # noqa: BLE001
+        # Damaged pandas metadata in the file makes to_pandas raise JSON, Unicode and
+        # key errors.
+        raise DataError(
+            f"{path} is not a readable Parquet file ({type(error).__name__}: {error})."
+        ) from None

@@ -1,22 +1,32 @@
-"""Maximum-likelihood training: mini-batch Adam on the negative log-likelihood."""
+"""Maximum-likelihood training: mini-batch Adam on the negative log-likelihood.
+
+The loop works in epochs. At the start of each epoch it captures the run's whole state:
+parameters, optimizer, learning rate schedule, generator, history and best parameters.
+That copy is what a non-finite loss or gradient rolls back to, and what an interrupted
+run writes as its checkpoint. The same capture at the end of an epoch is the periodic
+checkpoint that :func:`fit` can resume from.
+"""
 
 from __future__ import annotations
 
-__all__ = ["History", "TrainingError", "fit", "split_indices"]
+__all__ = ["History", "TrainingError", "TrainingInterrupted", "fit", "split_indices"]
 
 import copy
 import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from flowfit.distributions import Flow
-from flowfit.errors import DataError, TrainingError
+from flowfit.errors import CheckpointError, DataError, TrainingError
+from flowfit.io.model_file import tensors_sha256
+from flowfit.training.checkpoint import load_checkpoint, save_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +35,10 @@ logger = logging.getLogger(__name__)
 class History:
     """Per-epoch mean negative log-likelihoods (nats per row) and how training ended.
 
-    ``val`` is empty when no validation rows were held out. ``best_epoch`` is the
-    0-based epoch whose parameters the flow holds after :func:`fit`.
+    ``train`` and ``val`` have one entry per completed epoch; an epoch that was rolled
+    back after a non-finite loss is retried and has no entry. ``val`` is empty when no
+    validation rows were held out. ``best_epoch`` is the 0-based epoch whose parameters
+    the flow has after :func:`fit`, or -1 when no epoch completed.
     """
 
     train: list[float] = field(default_factory=list)
@@ -36,15 +48,60 @@ class History:
     recoveries: int = 0
     seconds: float = 0.0
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         return {
-            "train": self.train,
-            "val": self.val,
+            "train": list(self.train),
+            "val": list(self.val),
             "best_epoch": self.best_epoch,
             "stopped_early": self.stopped_early,
             "recoveries": self.recoveries,
             "seconds": self.seconds,
         }
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Raised by :func:`fit` when the run is interrupted, usually by Ctrl-C.
+
+    It is a :class:`KeyboardInterrupt`, so code that does not catch it stops as usual.
+    When it is raised, the flow has the best parameters so far: those of the last
+    completed epoch without validation rows, or the initial ones if no epoch completed.
+
+    Attributes:
+        history: The :class:`History` up to the last completed epoch.
+        checkpoint: The checkpoint written for ``resume_from``, or None.
+    """
+
+    def __init__(self, history: History, checkpoint: Path | None) -> None:
+        super().__init__("training interrupted")
+        self.history = history
+        self.checkpoint = checkpoint
+
+
+@dataclass
+class _Data:
+    """The rows of one run, split once into training and validation rows."""
+
+    x: Tensor
+    context: Tensor | None
+    weight: Tensor | None
+    train_idx: Tensor
+    val_idx: Tensor
+    x_val: Tensor
+    context_val: Tensor | None
+    weight_val: Tensor | None
+    batch: int
+    grid: Tensor | None
+
+
+@dataclass
+class _Progress:
+    """The run's state that is not held by the flow, the optimizer or a generator."""
+
+    epoch: int = 0
+    history: History = field(default_factory=History)
+    best_loss: float = math.inf
+    best_flow: dict[str, Tensor] | None = None
+    stale_epochs: int = 0
 
 
 def split_indices(n: int, val_fraction: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -56,6 +113,154 @@ def split_indices(n: int, val_fraction: float, generator: torch.Generator) -> tu
     if val_fraction > 0 and n - n_val < 1:
         raise DataError(f"{n} rows leave none for training with val_fraction={val_fraction}.")
     return order[n_val:], order[:n_val]
+
+
+def fit(
+    flow: Flow,
+    x: Tensor,
+    *,
+    context: Tensor | None = None,
+    sample_weight: Tensor | None = None,
+    max_epochs: int = 200,
+    batch_size: int | None = 256,
+    learning_rate: float = 1e-3,
+    weight_decay: float = 0.0,
+    lr_schedule: Literal["cosine", "constant"] = "cosine",
+    val_fraction: float = 0.1,
+    patience: int = 20,
+    clip_norm: float | None = 10.0,
+    max_recoveries: int = 5,
+    seed: int = 0,
+    show_progress: bool = True,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 10,
+    resume_from: str | Path | None = None,
+) -> History:
+    r"""Fit ``flow`` to the rows of ``x`` by minimising the mean negative log-likelihood.
+
+    Adam runs on shuffled mini-batches. A fraction of the rows is held out; after each
+    epoch the validation loss decides early stopping, and at the end the flow holds the
+    parameters of the best validation epoch. Without validation rows it keeps the last
+    parameters. Rounded features (the flow's ``grid``) get fresh uniform dequantisation
+    noise in every epoch and fixed noise for validation.
+
+    A non-finite loss or gradient rolls the parameters and optimizer state back to the
+    start of the epoch, halves the learning rate, logs a warning and retries the epoch.
+    ``max_recoveries`` such events are tolerated; the next one raises
+    :class:`~flowfit.errors.TrainingError`, with the flow at the last good parameters.
+
+    With ``checkpoint``, the run's state is written there atomically every
+    ``checkpoint_every`` epochs, and when the run is interrupted. ``resume_from`` continues
+    the run a checkpoint describes; given the same flow, data and arguments, the result
+    is identical to that of an uninterrupted run.
+
+    Arguments:
+        flow: The flow to train in place.
+        x: Data of shape :math:`(N, D)`.
+        context: Context of shape :math:`(N, C)` for a conditional flow.
+        sample_weight: Non-negative row weights of shape :math:`(N,)`; the loss is the
+            weighted mean, for training and validation alike.
+        max_epochs: The number of passes over the training rows, at most.
+        batch_size: Rows per optimizer step; None uses all training rows at once.
+        learning_rate: Adam's initial learning rate.
+        weight_decay: Adam's L2 penalty.
+        lr_schedule: "cosine" decays the learning rate to 0 over ``max_epochs``;
+            "constant" keeps it.
+        val_fraction: The share of rows held out for validation, in :math:`[0, 1)`.
+        patience: Epochs without a better validation loss before training stops.
+        clip_norm: Maximum gradient norm, or None for no clipping.
+        max_recoveries: Non-finite events tolerated before giving up.
+        seed: Seeds the split, the shuffling and the dequantisation noise. Initial
+            parameters come from the flow as given, so seed torch before building it.
+        show_progress: Whether to show a progress bar with train and validation NLL.
+        checkpoint: The file to write checkpoints to, or None for no checkpoints.
+        checkpoint_every: Epochs between checkpoints.
+        resume_from: A checkpoint to continue from, usually the same file as
+            ``checkpoint``.
+
+    Returns:
+        The :class:`History` of the run.
+
+    Raises:
+        TrainingError: The loss or gradient was non-finite more than
+            ``max_recoveries`` times.
+        CheckpointError: ``resume_from`` is missing or corrupt, or was written by a run
+            with other data, arguments or flow architecture.
+        TrainingInterrupted: A :class:`KeyboardInterrupt` arrived during training.
+    """
+    if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be a positive integer; got {checkpoint_every!r}.")
+    checkpoint = None if checkpoint is None else Path(checkpoint)
+    x, context, sample_weight = _check_inputs(flow, x, context, sample_weight)
+    generator = torch.Generator().manual_seed(seed)
+    data = _split(flow, x, context, sample_weight, val_fraction, batch_size, generator)
+    optimizer = torch.optim.Adam(flow.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    scheduler = _make_scheduler(optimizer, lr_schedule, max_epochs)
+    settings = {
+        "max_epochs": max_epochs, "batch_size": batch_size, "learning_rate": learning_rate,
+        "weight_decay": weight_decay, "lr_schedule": lr_schedule,
+        "val_fraction": val_fraction, "patience": patience, "clip_norm": clip_norm,
+        "max_recoveries": max_recoveries, "seed": seed, "dtype": str(x.dtype),
+        "data_sha256": _data_sha256(x, context, sample_weight),
+    }
+
+    progress = _Progress()
+    if resume_from is not None:
+        saved = load_checkpoint(resume_from)
+        _check_settings(saved, settings, resume_from)
+        progress = _restore(saved, flow, optimizer, scheduler, generator, resume_from)
+        logger.info("Resumed training from %s after epoch %d.", resume_from, progress.epoch)
+
+    history = progress.history
+    start = time.perf_counter() - history.seconds
+    bar = tqdm(total=max_epochs, initial=progress.epoch, disable=not show_progress,
+               desc="fit", unit="epoch")
+    at_epoch_start = None
+    try:
+        while progress.epoch < max_epochs and not history.stopped_early:
+            at_epoch_start = _capture(flow, optimizer, scheduler, generator, progress, settings)
+            train_loss = _train_epoch(flow, optimizer, data, clip_norm, generator)
+            if train_loss is None:
+                _recover(flow, optimizer, at_epoch_start, progress, max_recoveries)
+                continue
+            if scheduler is not None:
+                scheduler.step()
+            _end_epoch(flow, data, train_loss, progress, patience, bar)
+            if checkpoint is not None and progress.epoch % checkpoint_every == 0:
+                history.seconds = time.perf_counter() - start
+                save_checkpoint(
+                    checkpoint, _capture(flow, optimizer, scheduler, generator, progress, settings)
+                )
+                logger.debug("Wrote checkpoint %s after epoch %d.", checkpoint, progress.epoch)
+    except KeyboardInterrupt:
+        raise _interrupt(flow, at_epoch_start, progress, checkpoint) from None
+    finally:
+        bar.close()
+
+    _keep_best(flow, progress)
+    history.seconds = time.perf_counter() - start
+    return history
+
+
+def _split(flow, x, context, weight, val_fraction, batch_size, generator) -> _Data:
+    train_idx, val_idx = split_indices(x.shape[0], val_fraction, generator)
+    batch = train_idx.numel() if batch_size is None else min(batch_size, train_idx.numel())
+    grid = flow.grid
+    return _Data(
+        x=x, context=context, weight=weight, train_idx=train_idx, val_idx=val_idx,
+        x_val=_dequantize(x[val_idx], grid, generator),
+        context_val=None if context is None else context[val_idx],
+        weight_val=None if weight is None else weight[val_idx],
+        batch=batch, grid=grid,
+    )
+
+
+def _make_scheduler(optimizer, lr_schedule: str, max_epochs: int):
+    if lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs)
+    if lr_schedule != "constant":
+        raise ValueError(f"lr_schedule must be 'cosine' or 'constant'; got {lr_schedule!r}.")
+    return None
 
 
 def _weighted_nll(log_prob: Tensor, weight: Tensor | None) -> Tensor:
@@ -79,169 +284,200 @@ def _grads_finite(flow: Flow) -> bool:
     )
 
 
-def fit(
-    flow: Flow,
-    x: Tensor,
-    *,
-    context: Tensor | None = None,
-    sample_weight: Tensor | None = None,
-    max_epochs: int = 200,
-    batch_size: int | None = 256,
-    learning_rate: float = 1e-3,
-    weight_decay: float = 0.0,
-    lr_schedule: Literal["cosine", "constant"] = "cosine",
-    val_fraction: float = 0.1,
-    patience: int = 20,
-    clip_norm: float | None = 10.0,
-    max_recoveries: int = 5,
-    seed: int = 0,
-    show_progress: bool = True,
-) -> History:
-    r"""Fit ``flow`` to the rows of ``x`` by minimising the mean negative log-likelihood.
-
-    Adam runs on shuffled mini-batches. A fraction of the rows is held out; after each
-    epoch the validation loss decides early stopping, and at the end the flow holds the
-    parameters of the best validation epoch. Without validation rows it keeps the last
-    parameters. Rounded features (the flow's ``grid``) get fresh uniform dequantisation
-    noise in every epoch and fixed noise for validation.
-
-    A non-finite loss or gradient rolls the parameters and optimizer state back to the
-    start of the epoch and halves the learning rate. After ``max_recoveries`` such
-    events :class:`TrainingError` is raised.
-
-    Arguments:
-        flow: The flow to train in place.
-        x: Data of shape :math:`(N, D)`.
-        context: Context of shape :math:`(N, C)` for a conditional flow.
-        sample_weight: Non-negative row weights of shape :math:`(N,)`; the loss is the
-            weighted mean, for training and validation alike.
-        max_epochs: The number of passes over the training rows, at most.
-        batch_size: Rows per optimizer step; None uses all training rows at once.
-        learning_rate: Adam's initial learning rate.
-        weight_decay: Adam's L2 penalty.
-        lr_schedule: "cosine" decays the learning rate to 0 over ``max_epochs``;
-            "constant" keeps it.
-        val_fraction: The share of rows held out for validation, in :math:`[0, 1)`.
-        patience: Epochs without a better validation loss before training stops.
-        clip_norm: Maximum gradient norm, or None for no clipping.
-        max_recoveries: Non-finite events tolerated before giving up.
-        seed: Seeds the split, the shuffling and the dequantisation noise. Initial
-            parameters come from the flow as given, so seed torch before building it.
-        show_progress: Whether to show a progress bar with train and validation NLL.
-
-    Returns:
-        The :class:`History` of the run.
-    """
-    x, context, sample_weight = _check_inputs(flow, x, context, sample_weight)
-    generator = torch.Generator().manual_seed(seed)
-    train_idx, val_idx = split_indices(x.shape[0], val_fraction, generator)
-    batch = train_idx.numel() if batch_size is None else min(batch_size, train_idx.numel())
-    grid = flow.grid
-
-    def take(t: Tensor | None, idx: Tensor) -> Tensor | None:
-        return None if t is None else t[idx]
-
-    x_val = _dequantize(x[val_idx], grid, generator)
-    c_val, w_val = take(context, val_idx), take(sample_weight, val_idx)
-
-    optimizer = torch.optim.Adam(flow.parameters(), lr=learning_rate, weight_decay=weight_decay)
-    scheduler = None
-    if lr_schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs)
-    elif lr_schedule != "constant":
-        raise ValueError(f"lr_schedule must be 'cosine' or 'constant'; got {lr_schedule!r}.")
-
-    history = History()
-    best_loss, best_state = math.inf, None
-    stale_epochs = 0
-    start = time.perf_counter()
-    bar = tqdm(range(max_epochs), disable=not show_progress, desc="fit", unit="epoch")
-    for epoch in bar:
-        good_state = _snapshot(flow, optimizer)
-        train_loss = _train_epoch(flow, optimizer, x, context, sample_weight, train_idx,
-                                  batch, grid, clip_norm, generator)
-        if train_loss is None:
-            history.recoveries += 1
-            _restore(flow, optimizer, good_state)
-            for group in optimizer.param_groups:
-                group["lr"] *= 0.5
-            logger.warning(
-                "Non-finite loss or gradient in epoch %d; rolled back and halved the "
-                "learning rate to %.3g (recovery %d of %d).",
-                epoch, optimizer.param_groups[0]["lr"], history.recoveries, max_recoveries,
-            )
-            if history.recoveries > max_recoveries:
-                raise TrainingError(
-                    f"The loss or its gradient was non-finite {history.recoveries} times. "
-                    "Check the data for extreme values, or lower learning_rate."
-                )
-            continue
-        history.train.append(train_loss)
-        if scheduler is not None:
-            scheduler.step()
-
-        if val_idx.numel() == 0:
-            history.best_epoch = epoch
-            bar.set_postfix(train=f"{train_loss:.4f}")
-            continue
-        with torch.no_grad():
-            val_loss = _weighted_nll(flow.log_density(x_val, c_val), w_val).item()
-        history.val.append(val_loss)
-        bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
-        if val_loss < best_loss:
-            best_loss, best_state = val_loss, copy.deepcopy(flow.state_dict())
-            history.best_epoch = epoch
-            stale_epochs = 0
-        else:
-            stale_epochs += 1
-            if stale_epochs >= patience:
-                history.stopped_early = True
-                break
-    bar.close()
-
-    if best_state is not None:
-        flow.load_state_dict(best_state)
-    history.seconds = time.perf_counter() - start
-    return history
-
-
-def _train_epoch(flow, optimizer, x, context, weight, train_idx, batch, grid, clip_norm,
-                 generator) -> float | None:
+def _train_epoch(flow, optimizer, data: _Data, clip_norm, generator) -> float | None:
     """Run one epoch; return the mean training loss, or None after a non-finite step."""
     flow.train()
-    order = train_idx[torch.randperm(train_idx.numel(), generator=generator)]
-    total, rows = 0.0, 0
-    for start in range(0, order.numel(), batch):
-        idx = order[start:start + batch]
-        xb = _dequantize(x[idx], grid, generator)
-        cb = None if context is None else context[idx]
-        wb = None if weight is None else weight[idx]
-        loss = _weighted_nll(flow.log_density(xb, cb), wb)
-        if not torch.isfinite(loss):
-            return None
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if not _grads_finite(flow):
-            return None
-        if clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(flow.parameters(), clip_norm)
-        optimizer.step()
-        total += loss.item() * idx.numel()
-        rows += idx.numel()
-    flow.eval()
+    try:
+        order = data.train_idx[torch.randperm(data.train_idx.numel(), generator=generator)]
+        total, rows = 0.0, 0
+        for start in range(0, order.numel(), data.batch):
+            idx = order[start:start + data.batch]
+            xb = _dequantize(data.x[idx], data.grid, generator)
+            cb = None if data.context is None else data.context[idx]
+            wb = None if data.weight is None else data.weight[idx]
+            loss = _weighted_nll(flow.log_density(xb, cb), wb)
+            if not torch.isfinite(loss):
+                return None
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if not _grads_finite(flow):
+                return None
+            if clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(flow.parameters(), clip_norm)
+            optimizer.step()
+            total += loss.item() * idx.numel()
+            rows += idx.numel()
+    finally:
+        flow.eval()
     return total / rows
 
 
-def _snapshot(flow: Flow, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
-    return copy.deepcopy(flow.state_dict()), copy.deepcopy(optimizer.state_dict())
+def _end_epoch(flow, data: _Data, train_loss: float, progress: _Progress, patience: int,
+               bar) -> None:
+    """Record a completed epoch: validate, keep the best parameters, decide on stopping."""
+    history = progress.history
+    epoch = progress.epoch
+    history.train.append(train_loss)
+    progress.epoch += 1
+    bar.update(1)
+    if data.val_idx.numel() == 0:
+        history.best_epoch = epoch
+        bar.set_postfix(train=f"{train_loss:.4f}")
+        return
+
+    with torch.no_grad():
+        log_prob = flow.log_density(data.x_val, data.context_val)
+        val_loss = _weighted_nll(log_prob, data.weight_val).item()
+    history.val.append(val_loss)
+    bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
+    if not math.isfinite(val_loss):
+        logger.warning(
+            "The validation loss of epoch %d is %s: some validation rows have a log-density "
+            "that is not finite. The epoch cannot be the best one.", epoch, val_loss,
+        )
+    if val_loss < progress.best_loss:
+        progress.best_loss = val_loss
+        progress.best_flow = _clone(flow.state_dict())
+        history.best_epoch = epoch
+        progress.stale_epochs = 0
+        return
+    progress.stale_epochs += 1
+    if progress.stale_epochs >= patience:
+        history.stopped_early = True
 
 
-def _restore(flow: Flow, optimizer: torch.optim.Optimizer, state: tuple[dict, dict]) -> None:
-    flow.load_state_dict(state[0])
-    lrs = [group["lr"] for group in optimizer.param_groups]
-    optimizer.load_state_dict(state[1])
+def _recover(flow, optimizer, at_epoch_start: dict[str, Any], progress: _Progress,
+             max_recoveries: int) -> None:
+    """Roll back a failed epoch and halve the learning rate, or raise TrainingError."""
+    history = progress.history
+    history.recoveries += 1
+    flow.load_state_dict(at_epoch_start["flow"])
+    lrs = [0.5 * group["lr"] for group in optimizer.param_groups]
+    optimizer.load_state_dict(at_epoch_start["optimizer"])
     for group, lr in zip(optimizer.param_groups, lrs):
         group["lr"] = lr
+    logger.warning(
+        "Non-finite loss or gradient in epoch %d; rolled back to the parameters at the "
+        "start of the epoch and halved the learning rate to %.3g (recovery %d of %d).",
+        progress.epoch, lrs[0], history.recoveries, max_recoveries,
+    )
+    if history.recoveries > max_recoveries:
+        raise TrainingError(
+            f"The loss or its gradient was non-finite {history.recoveries} times, the last "
+            f"in epoch {progress.epoch}, even after lowering the learning rate to "
+            f"{lrs[0]:.3g}; the flow holds the parameters from before that epoch. Check the "
+            "data for extreme values or outliers, rescale or transform them, lower "
+            "learning_rate, or train in float64."
+        )
+
+
+def _keep_best(flow: Flow, progress: _Progress) -> None:
+    """Load the best validation parameters into ``flow``, if any epoch had finite ones."""
+    history = progress.history
+    if progress.best_flow is not None:
+        flow.load_state_dict(progress.best_flow)
+    elif history.val:
+        logger.warning(
+            "No epoch had a finite validation loss; keeping the parameters of the last one."
+        )
+        history.best_epoch = len(history.train) - 1
+
+
+def _interrupt(flow, at_epoch_start, progress, checkpoint) -> TrainingInterrupted:
+    """Save the state at the start of the interrupted epoch; leave the best flow."""
+    if at_epoch_start is None:
+        # Interrupted before the first epoch started: the flow is unchanged since
+        # fit() was called or the checkpoint was loaded.
+        _keep_best(flow, progress)
+        return TrainingInterrupted(progress.history, None)
+    # The interrupted epoch may have changed the parameters and the progress record
+    # part-way. The state captured at its start is consistent, so that state is saved.
+    if checkpoint is not None:
+        save_checkpoint(checkpoint, at_epoch_start)
+        logger.info("Interrupted; wrote checkpoint %s at epoch %d.", checkpoint,
+                    at_epoch_start["epoch"])
+    flow.load_state_dict(at_epoch_start["flow"])
+    progress_at_start = _progress_from(at_epoch_start)
+    _keep_best(flow, progress_at_start)
+    return TrainingInterrupted(progress_at_start.history, checkpoint)
+
+
+def _clone(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in state.items()}
+
+
+def _capture(flow, optimizer, scheduler, generator, progress: _Progress,
+             settings: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of the run's whole state, in the form a checkpoint stores."""
+    # best_flow is replaced, never modified in place, so sharing it is safe.
+    return {
+        "epoch": progress.epoch,
+        "flow": _clone(flow.state_dict()),
+        "optimizer": copy.deepcopy(optimizer.state_dict()),
+        "scheduler": None if scheduler is None else copy.deepcopy(scheduler.state_dict()),
+        "generator": generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "history": progress.history.to_dict(),
+        "best_loss": progress.best_loss,
+        "best_flow": progress.best_flow,
+        "stale_epochs": progress.stale_epochs,
+        "settings": settings,
+    }
+
+
+def _progress_from(saved: dict[str, Any]) -> _Progress:
+    return _Progress(
+        epoch=int(saved["epoch"]),
+        history=History(**saved["history"]),
+        best_loss=float(saved["best_loss"]),
+        best_flow=saved["best_flow"],
+        stale_epochs=int(saved["stale_epochs"]),
+    )
+
+
+def _restore(saved, flow, optimizer, scheduler, generator, path) -> _Progress:
+    """Load a checkpoint's state into the run's objects; return its progress record."""
+    try:
+        flow.load_state_dict(saved["flow"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(saved["scheduler"])
+        generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        return _progress_from(saved)
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(
+            f"{path} does not fit this flow or optimizer ({error}). Start over without "
+            "resuming, or resume with the flow that wrote the checkpoint."
+        ) from None
+
+
+def _check_settings(saved: dict[str, Any], settings: dict[str, Any], path) -> None:
+    stored = saved.get("settings") if isinstance(saved, dict) else None
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"{path} does not record the settings of its run.")
+    changed = [key for key in settings if stored.get(key) != settings[key]]
+    if not changed:
+        return
+    if "data_sha256" in changed:
+        raise CheckpointError(
+            f"{path} was written by a run on other data; resume with the same data and "
+            "columns, or start over without resuming."
+        )
+    details = ", ".join(f"{key}={stored.get(key)!r} (now {settings[key]!r})" for key in changed)
+    raise CheckpointError(
+        f"{path} was written by a run with other settings: {details}. Resume with the "
+        "same settings, or start over without resuming."
+    )
+
+
+def _data_sha256(x: Tensor, context: Tensor | None, weight: Tensor | None) -> str:
+    tensors = {"x": x}
+    if context is not None:
+        tensors["context"] = context
+    if weight is not None:
+        tensors["weight"] = weight
+    return tensors_sha256(tensors)
 
 
 def _check_inputs(flow, x, context, weight):
