@@ -15,8 +15,7 @@ from typer.testing import CliRunner
 from flowfit import fit, load_flow, make_flow, save_flow
 from flowfit.cli.app import app
 from flowfit.errors import CheckpointError
-from flowfit.training import TrainingInterrupted, load_checkpoint, save_checkpoint
-from flowfit.training import loop
+from flowfit.training import TrainingInterrupted, load_checkpoint, loop, save_checkpoint
 
 # -- the file format ---------------------------------------------------------------------
 
@@ -138,13 +137,13 @@ def fail_in_epoch(monkeypatch, epoch, error):
     original = loop._train_epoch
     started = {"epochs": 0}
 
-    def train_epoch(flow, optimizer, data, clip_norm, generator):
+    def train_epoch(*args):
         if started["epochs"] == epoch:
             started["epochs"] += 1
-            original(flow, optimizer, data, clip_norm, generator)  # progress to lose
+            original(*args)  # progress to lose
             raise error
         started["epochs"] += 1
-        return original(flow, optimizer, data, clip_norm, generator)
+        return original(*args)
 
     monkeypatch.setattr(loop, "_train_epoch", train_epoch)
 
@@ -255,11 +254,12 @@ def weights(path):
     return flow.state_dict(), metadata["history"]
 
 
-def assert_same_model(path, reference):
+def assert_same_model(path, reference, resumed_at):
     state, history = weights(path)
     reference_state, reference_history = weights(reference)
     for name, tensor in reference_state.items():
-        assert torch.equal(state[name], tensor), name
+        difference = (state[name] - tensor).abs().max().item()
+        assert difference == 0.0, f"{name} differs by {difference}, resumed at {resumed_at}"
     assert history["train"] == reference_history["train"]
     assert history["val"] == reference_history["val"]
 
@@ -290,13 +290,15 @@ def test_killed_fit_resumes_to_same_model(table, tmp_path):
     process.send_signal(signal.SIGKILL)
     process.communicate()
 
+    resumed_at = load_checkpoint(checkpoint)["epoch"]
+
     assert process.returncode == -signal.SIGKILL
     assert not output.exists()
-    assert load_checkpoint(checkpoint)["epoch"] < 40
+    assert resumed_at < 40
     resumed = cli_fit(table, output, "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert not checkpoint.exists()
-    assert_same_model(output, reference)
+    assert_same_model(output, reference, resumed_at)
 
 
 @pytest.mark.slow
@@ -311,14 +313,15 @@ def test_ctrl_c_saves_best_model_and_resumes(table, tmp_path):
     _, stderr = process.communicate(timeout=120)
 
     assert process.returncode == 130, stderr
-    assert f"wrote the best model so far (epoch " in stderr
+    assert "wrote the best model so far (epoch " in stderr
     assert f"to {output}" in stderr
     assert f"the checkpoint {checkpoint} holds the run" in stderr
     assert "Traceback" not in stderr
     assert load_flow(output)[1]["history"]["best_epoch"] >= 0
+    resumed_at = load_checkpoint(checkpoint)["epoch"]
     resumed = cli_fit(table, output, "--resume")
     assert resumed.exit_code == 0, resumed.output
-    assert_same_model(output, reference)
+    assert_same_model(output, reference, resumed_at)
 
 
 def test_cli_interrupt_in_process_saves_best_model(table, tmp_path, monkeypatch):
@@ -329,7 +332,7 @@ def test_cli_interrupt_in_process_saves_best_model(table, tmp_path, monkeypatch)
     assert result.exit_code == 130
     assert "interrupted after 5 completed epoch(s)" in result.stderr
     assert f"to {output}" in result.stderr
-    assert load_flow(output)[1]["history"]["train"][:5] == load_flow(output)[1]["history"]["train"]
+    assert len(load_flow(output)[1]["history"]["train"]) == 5
     assert load_checkpoint(tmp_path / "model.flowfit.ckpt")["epoch"] == 5
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "initialize",
     "shard",
     "torchrun_command",
+    "wrap",
 ]
 
 import datetime
@@ -31,7 +32,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 # How long a collective operation waits for the other processes before failing. A process
 # that dies makes the others fail after this long instead of hanging for ever.
@@ -78,6 +80,30 @@ def initialize(setup: DistributedSetup, *, timeout: datetime.timedelta = DEFAULT
     if backend == "nccl":
         torch.cuda.set_device(setup.local_rank)
     dist.init_process_group(backend, timeout=timeout)
+
+
+class LogDensity(nn.Module):
+    """The flow's continuous log-density as a module's forward, which DDP wraps."""
+
+    def __init__(self, flow: nn.Module) -> None:
+        super().__init__()
+        self.flow = flow
+
+    def forward(self, x: Tensor, context: Tensor | None) -> Tensor:
+        return self.flow.log_density(x, context)
+
+
+def wrap(flow: nn.Module, setup: DistributedSetup) -> nn.Module:
+    """Return a module computing ``flow.log_density``, in DDP when several processes train.
+
+    DistributedDataParallel copies rank 0's parameters and buffers to every process
+    here, so all processes start from the same flow.
+    """
+    module = LogDensity(flow)
+    if not setup.enabled:
+        return module
+    device_ids = [setup.local_rank] if torch.cuda.is_available() else None
+    return DistributedDataParallel(module, device_ids=device_ids)
 
 
 def shard(batch: Tensor, setup: DistributedSetup) -> Tensor:

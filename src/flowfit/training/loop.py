@@ -26,7 +26,9 @@ from tqdm.auto import tqdm
 from flowfit.distributions import Flow
 from flowfit.errors import CheckpointError, DataError, TrainingError
 from flowfit.io.model_file import tensors_sha256
+from flowfit.training import distributed
 from flowfit.training.checkpoint import load_checkpoint, save_checkpoint
+from flowfit.training.distributed import DistributedSetup
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +93,7 @@ class _Data:
     weight_val: Tensor | None
     batch: int
     grid: Tensor | None
+    setup: DistributedSetup = field(default_factory=DistributedSetup)
 
 
 @dataclass
@@ -135,6 +138,7 @@ def fit(
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 10,
     resume_from: str | Path | None = None,
+    distributed_setup: DistributedSetup | None = None,
 ) -> History:
     r"""Fit ``flow`` to the rows of ``x`` by minimising the mean negative log-likelihood.
 
@@ -177,6 +181,12 @@ def fit(
         checkpoint_every: Epochs between checkpoints.
         resume_from: A checkpoint to continue from, usually the same file as
             ``checkpoint``.
+        distributed_setup: This process's place in a distributed data parallel run;
+            None reads it from the variables ``torchrun`` sets, so a script started by
+            ``torchrun`` trains on all its processes. With more than one process, every
+            process passes the same data and seed; each computes its share of every
+            global batch of ``batch_size`` rows, DistributedDataParallel averages the
+            gradients, and only rank 0 shows progress and writes checkpoints.
 
     Returns:
         The :class:`History` of the run.
@@ -192,8 +202,15 @@ def fit(
         raise ValueError(f"checkpoint_every must be a positive integer; got {checkpoint_every!r}.")
     checkpoint = None if checkpoint is None else Path(checkpoint)
     x, context, sample_weight = _check_inputs(flow, x, context, sample_weight)
+    setup = distributed.detect() if distributed_setup is None else distributed_setup
+    distributed.initialize(setup)
     generator = torch.Generator().manual_seed(seed)
     data = _split(flow, x, context, sample_weight, val_fraction, batch_size, generator)
+    data.setup = setup
+    model = distributed.wrap(flow, setup)
+    if not setup.is_main:
+        show_progress = False
+        checkpoint = None
     optimizer = torch.optim.Adam(flow.parameters(), lr=learning_rate, weight_decay=weight_decay)
     scheduler = _make_scheduler(optimizer, lr_schedule, max_epochs)
     settings = {
@@ -219,7 +236,7 @@ def fit(
     try:
         while progress.epoch < max_epochs and not history.stopped_early:
             at_epoch_start = _capture(flow, optimizer, scheduler, generator, progress, settings)
-            train_loss = _train_epoch(flow, optimizer, data, clip_norm, generator)
+            train_loss = _train_epoch(flow, model, optimizer, data, clip_norm, generator)
             if train_loss is None:
                 _recover(flow, optimizer, at_epoch_start, progress, max_recoveries)
                 continue
@@ -263,15 +280,8 @@ def _make_scheduler(optimizer, lr_schedule: str, max_epochs: int):
     return None
 
 
-def _weighted_nll(log_prob: Tensor, weight: Tensor | None) -> Tensor:
-    if weight is None:
-        return -log_prob.mean()
-    return -(weight * log_prob).sum() / weight.sum()
-
-
 def _dequantize(x: Tensor, grid: Tensor | None, generator: torch.Generator) -> Tensor:
-    # Uniform noise over each value's grid cell turns rounded data into a continuous
-    # sample whose density, averaged over the cell, is the cell's probability.
+    # The validation rows get one fixed draw of the noise that _cell_noise explains.
     if grid is None:
         return x
     noise = torch.rand(x.shape, generator=generator, dtype=x.dtype) - 0.5
@@ -284,19 +294,32 @@ def _grads_finite(flow: Flow) -> bool:
     )
 
 
-def _train_epoch(flow, optimizer, data: _Data, clip_norm, generator) -> float | None:
-    """Run one epoch; return the mean training loss, or None after a non-finite step."""
+def _train_epoch(flow, model, optimizer, data: _Data, clip_norm, generator) -> float | None:
+    """Run one epoch; return the mean training loss, or None after a non-finite step.
+
+    ``model`` computes the flow's log-density, wrapped in DistributedDataParallel when
+    several processes train. Each process evaluates its share of every global batch,
+    and its summed loss is scaled by ``world_size / global_weight``, so that the
+    averaged gradient is the gradient of the global batch's weighted mean loss.
+    """
+    setup = data.setup
     flow.train()
     try:
         order = data.train_idx[torch.randperm(data.train_idx.numel(), generator=generator)]
-        total, rows = 0.0, 0
+        totals = torch.zeros(2, dtype=torch.float64)  # summed weighted loss, summed weight
         for start in range(0, order.numel(), data.batch):
-            idx = order[start:start + data.batch]
-            xb = _dequantize(data.x[idx], data.grid, generator)
+            batch = order[start:start + data.batch]
+            noise = _cell_noise(batch.numel(), data, generator)
+            idx = distributed.shard(batch, setup)
+            mine = distributed.shard(torch.arange(batch.numel()), setup)
+            xb = data.x[idx] if noise is None else data.x[idx] + noise[mine]
             cb = None if data.context is None else data.context[idx]
-            wb = None if data.weight is None else data.weight[idx]
-            loss = _weighted_nll(flow.log_density(xb, cb), wb)
-            if not torch.isfinite(loss):
+            weight = torch.ones(idx.numel(), dtype=xb.dtype) if data.weight is None \
+                else data.weight[idx]
+            batch_weight = batch.numel() if data.weight is None else data.weight[batch].sum()
+            summed = -(weight * model(xb, cb)).sum()
+            loss = summed * setup.world_size / batch_weight
+            if not _finite_everywhere(loss, setup):
                 return None
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -305,11 +328,27 @@ def _train_epoch(flow, optimizer, data: _Data, clip_norm, generator) -> float | 
             if clip_norm is not None:
                 torch.nn.utils.clip_grad_norm_(flow.parameters(), clip_norm)
             optimizer.step()
-            total += loss.item() * idx.numel()
-            rows += idx.numel()
+            totals += torch.stack([summed.detach().double(), weight.sum().double()])
     finally:
         flow.eval()
-    return total / rows
+    totals = distributed.all_reduce_sum(totals, setup)
+    return (totals[0] / totals[1]).item()
+
+
+def _cell_noise(rows: int, data: _Data, generator: torch.Generator) -> Tensor | None:
+    # Uniform noise over each value's grid cell turns rounded data into a continuous
+    # sample whose density, averaged over the cell, is the cell's probability. Every
+    # process draws the noise of the whole global batch, so the generators stay in step.
+    if data.grid is None:
+        return None
+    noise = torch.rand((rows, data.x.shape[1]), generator=generator, dtype=data.x.dtype) - 0.5
+    return noise * data.grid.to(data.x.dtype)
+
+
+def _finite_everywhere(loss: Tensor, setup: DistributedSetup) -> bool:
+    """Whether the loss is finite in every process, so that all skip a bad step alike."""
+    finite = torch.tensor([float(bool(torch.isfinite(loss)))])
+    return bool(distributed.all_reduce_sum(finite, setup).item() == setup.world_size)
 
 
 def _end_epoch(flow, data: _Data, train_loss: float, progress: _Progress, patience: int,
@@ -325,9 +364,7 @@ def _end_epoch(flow, data: _Data, train_loss: float, progress: _Progress, patien
         bar.set_postfix(train=f"{train_loss:.4f}")
         return
 
-    with torch.no_grad():
-        log_prob = flow.log_density(data.x_val, data.context_val)
-        val_loss = _weighted_nll(log_prob, data.weight_val).item()
+    val_loss = _validation_loss(flow, data)
     history.val.append(val_loss)
     bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
     if not math.isfinite(val_loss):
@@ -344,6 +381,20 @@ def _end_epoch(flow, data: _Data, train_loss: float, progress: _Progress, patien
     progress.stale_epochs += 1
     if progress.stale_epochs >= patience:
         history.stopped_early = True
+
+
+def _validation_loss(flow: Flow, data: _Data) -> float:
+    """Return the weighted mean validation NLL; processes share the rows and the sums."""
+    rows = distributed.shard(torch.arange(data.val_idx.numel()), data.setup)
+    x = data.x_val[rows]
+    context = None if data.context_val is None else data.context_val[rows]
+    weight = torch.ones(rows.numel(), dtype=x.dtype) if data.weight_val is None \
+        else data.weight_val[rows]
+    with torch.no_grad():
+        log_prob = flow.log_density(x, context)
+        sums = torch.stack([-(weight * log_prob).sum().double(), weight.sum().double()])
+    sums = distributed.all_reduce_sum(sums, data.setup)
+    return (sums[0] / sums[1]).item()
 
 
 def _recover(flow, optimizer, at_epoch_start: dict[str, Any], progress: _Progress,
