@@ -362,7 +362,7 @@ def test_pickle_payload_is_live(tmp_path):
 
 
 @pytest.mark.parametrize("name", [name for name, _ in payloads("unused")])
-def test_pickle_renamed_to_model_rejected_without_running(tmp_path, name):
+def test_pickle_model_file_not_executed(tmp_path, name):
     marker = tmp_path / "created-by-pickle"
     payload = dict(payloads(marker))[name]
     path = tmp_path / "model.flowfit"

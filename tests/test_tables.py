@@ -23,17 +23,27 @@ def write(tmp_path, text, name="data.csv"):
 
 
 BAD_TEXT = {
-    "text in numeric column": ("x,y\n1,2\n3,abc\n5,6\n", r"Column 'y' .* holds text: 'abc' in data row 2"),
-    "nan": ("x,y\n1,2\n3,nan\n5,6\n", r"Column 'y' .* 1 missing or NaN value\(s\), first in data rows \[2\]"),
+    "text in numeric column": (
+        "x,y\n1,2\n3,abc\n5,6\n", r"Column 'y' .* holds text: 'abc' in data row 2"
+    ),
+    "nan": (
+        "x,y\n1,2\n3,nan\n5,6\n",
+        r"Column 'y' .* 1 missing or NaN value\(s\), first in data rows \[2\]",
+    ),
     "empty cell": ("x,y\n1,2\n3,\n5,6\n", r"Column 'y' .* missing or NaN .* rows \[2\]"),
     "NA": ("x,y\n1,2\n3,4\nNA,6\n", r"Column 'x' .* missing or NaN .* rows \[3\]"),
-    "inf": ("x,y\n1,2\n3,4\n-inf,6\n", r"Column 'x' .* 1 infinite value\(s\), first in data rows \[3\]"),
+    "inf": (
+        "x,y\n1,2\n3,4\n-inf,6\n",
+        r"Column 'x' .* 1 infinite value\(s\), first in data rows \[3\]",
+    ),
     "empty file": ("", r"is empty"),
     "blank lines only": ("\n\n  \n", r"is empty"),
     "header only": ("x,y\n", r"has a header but no data rows"),
     "short row": ("x,y\n1,2\n3\n5,6\n", r"line 3 has 1 fields, the first line has 2"),
     "long row": ("x,y\n1,2\n3,4,5\n5,6\n", r"cannot be read as a table|rows of different lengths"),
-    "unbalanced quote": ('x,y\n1,2\n"3,4\n5,6\n', r"cannot be read as a table|different lengths|text"),
+    "unbalanced quote": (
+        'x,y\n1,2\n"3,4\n5,6\n', r"cannot be read as a table|different lengths|text"
+    ),
     "double byte order mark": ("\ufeff\ufeff", r"is empty|cannot be read"),
 }
 
@@ -80,7 +90,8 @@ def test_large_finite_values_accepted(tmp_path):
 def test_value_overflowing_float64_rejected(tmp_path):
     path = write(tmp_path, "x,y\n1,2\n1e999,4\n")
 
-    with pytest.raises(DataError, match=r"Column 'x' .* infinite value\(s\), first in data rows \[2\]"):
+    message = r"Column 'x' .* infinite value\(s\), first in data rows \[2\]"
+    with pytest.raises(DataError, match=message):
         read_table(path)
 
 

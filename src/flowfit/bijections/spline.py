@@ -41,22 +41,42 @@ def _softmax(logits: Tensor) -> Tensor:
     return exp / exp.sum(dim=-1, keepdim=True)
 
 
-def _knots(unnormalized: Tensor, bound: float, min_size: float) -> tuple[Tensor, Tensor]:
-    """Return bin sizes and knot positions spanning ``[-bound, bound]``."""
+def _knot_positions(unnormalized: Tensor, bound: float, min_size: float) -> Tensor:
+    """Return the :math:`K + 1` knot positions spanning ``[-bound, bound]``."""
     bins = unnormalized.shape[-1]
     sizes = min_size + (1.0 - min_size * bins) * _softmax(unnormalized)
     inner = 2.0 * bound * torch.cumsum(sizes[..., :-1], dim=-1) - bound
     # The ends are set exactly, because rounding in the cumulative sum can move them by
     # an ulp or two.
-    knots = torch.cat([inner.new_full(inner.shape[:-1] + (1,), -bound),
-                       inner,
-                       inner.new_full(inner.shape[:-1] + (1,), bound)], dim=-1)
+    return torch.cat([inner.new_full(inner.shape[:-1] + (1,), -bound),
+                      inner,
+                      inner.new_full(inner.shape[:-1] + (1,), bound)], dim=-1)
+
+
+def _knots(unnormalized: Tensor, bound: float, min_size: float) -> tuple[Tensor, Tensor]:
+    """Return bin sizes and knot positions spanning ``[-bound, bound]``."""
+    knots = _knot_positions(unnormalized, bound, min_size)
     return knots[..., 1:] - knots[..., :-1], knots
 
 
 def _gather(values: Tensor, index: Tensor) -> Tensor:
     values = values.expand(index.shape[:-1] + values.shape[-1:])
     return values.gather(-1, index).squeeze(-1)
+
+
+def _bin_slopes(derivatives: Tensor, index: Tensor, bins: int) -> tuple[Tensor, Tensor]:
+    """Return the slopes at the left and right knots of each value's bin, of shape (*)."""
+    # The slope is 1 at both ends. The inner slopes are gathered unconstrained and
+    # constrained afterwards, one value per element instead of K - 1.
+    last_inner = derivatives.shape[-1] - 1
+    raw_left = _gather(derivatives, (index - 1).clamp(min=0))
+    raw_right = _gather(derivatives, index.clamp(max=last_inner))
+    slope_left = MIN_DERIVATIVE + F.softplus(raw_left + DERIVATIVE_OFFSET)
+    slope_right = MIN_DERIVATIVE + F.softplus(raw_right + DERIVATIVE_OFFSET)
+    index = index.squeeze(-1)
+    one = torch.ones_like(slope_left)
+    return (torch.where(index == 0, one, slope_left),
+            torch.where(index == bins - 1, one, slope_right))
 
 
 def rational_quadratic_spline(
@@ -88,24 +108,24 @@ def rational_quadratic_spline(
     # branch keeps that branch, and so the gradients of torch.where, finite.
     x_in = torch.where(inside, x, torch.zeros_like(x))
 
-    bin_widths, knots_x = _knots(widths, bound, MIN_BIN_WIDTH)
-    bin_heights, knots_y = _knots(heights, bound, MIN_BIN_HEIGHT)
-    slopes = MIN_DERIVATIVE + F.softplus(derivatives + DERIVATIVE_OFFSET)
-    slopes = F.pad(slopes, (1, 1), value=1.0)
+    knots_x = _knot_positions(widths, bound, MIN_BIN_WIDTH)
+    knots_y = _knot_positions(heights, bound, MIN_BIN_HEIGHT)
 
     # Bin search by counting inner knots at or below each value: one broadcast
     # comparison, with no Python loop and no sort.
     search_knots = knots_y if inverse else knots_x
     index = (x_in[..., None] >= search_knots[..., 1:-1]).sum(-1, keepdim=True)
 
-    x_k = _gather(knots_x[..., :-1], index)
-    x_k1 = _gather(knots_x[..., 1:], index)
-    y_k = _gather(knots_y[..., :-1], index)
-    y_k1 = _gather(knots_y[..., 1:], index)
-    w_k = _gather(bin_widths, index)
-    h_k = _gather(bin_heights, index)
-    d_k = _gather(slopes[..., :-1], index)
-    d_k1 = _gather(slopes[..., 1:], index)
+    # Everything else is gathered, or computed from what is gathered, so that only the
+    # softmax and the cumulative sum work on K values per element. Each slice of a
+    # (*, K) tensor would instead fill a zero tensor of that shape in the backward pass.
+    x_k = _gather(knots_x, index)
+    x_k1 = _gather(knots_x, index + 1)
+    y_k = _gather(knots_y, index)
+    y_k1 = _gather(knots_y, index + 1)
+    w_k = x_k1 - x_k
+    h_k = y_k1 - y_k
+    d_k, d_k1 = _bin_slopes(derivatives, index, widths.shape[-1])
     s_k = h_k / w_k
     curvature = d_k1 + d_k - 2.0 * s_k
 

@@ -180,7 +180,9 @@ def _check_ragged(path: Path, lines: list[tuple[int, str]], sep: str, whitespace
         try:
             fields = line.split() if whitespace else next(csv.reader([line], delimiter=sep))
         except (csv.Error, StopIteration):
-            raise DataError(f"{path} cannot be read as a table: line {number} is malformed.") from None
+            raise DataError(
+                f"{path} cannot be read as a table: line {number} is malformed."
+            ) from None
         if width is None:
             width = len(fields)
         elif len(fields) != width:

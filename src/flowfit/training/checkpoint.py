@@ -19,7 +19,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from flowfit.errors import CheckpointError
