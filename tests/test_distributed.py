@@ -39,3 +39,25 @@ def test_two_processes_match_one(tmp_path, float64):
     for name, tensor in flow.state_dict().items():
         assert torch.allclose(distributed[name], tensor, atol=1e-5, rtol=0), name
     assert torch.allclose(distributed["val"], torch.tensor(history.val, dtype=torch.float64), atol=1e-8, rtol=0)
+
+
+def test_cli_nproc_matches_one_process(tmp_path):
+    from flowfit import FlowDensity, datasets
+
+    data = datasets.path("old_faithful")
+    models = {}
+    for nproc in (1, 2):
+        output = tmp_path / f"model-{nproc}.flowfit"
+        command = [sys.executable, "-m", "flowfit", "fit", str(data), "--flow", "maf",
+                   "--epochs", "5", "--float64", "--quiet", "--nproc", str(nproc),
+                   "-o", str(output)]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=240,
+                                check=False)
+        assert result.returncode == 0, result.stderr[-3000:]
+        models[nproc] = FlowDensity.load(output)
+    rows = datasets.load("old_faithful")
+    one = models[1].score_samples(rows)
+    two = models[2].score_samples(rows)
+
+    assert one.shape == (272,)
+    assert abs(one - two).max() < 1e-6

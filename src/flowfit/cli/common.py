@@ -13,7 +13,8 @@ import pandas as pd
 import typer
 
 from flowfit.errors import FlowfitError
-from flowfit.io.model_file import atomic_write
+from flowfit.estimators import ConditionalFlowDensity, FlowDensity
+from flowfit.io.model_file import atomic_write, read_header
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -50,15 +51,15 @@ def parse_columns(text: str | None) -> list[str] | None:
 
 
 def parse_support(text: str) -> str | tuple[float, float]:
-    """Parse ``real``, ``positive`` or ``LOW,HIGH``."""
-    if text in ("real", "positive"):
+    """Parse ``auto``, ``real``, ``positive`` or ``LOW,HIGH``."""
+    if text in ("auto", "real", "positive"):
         return text
     parts = text.split(",")
     try:
         low, high = (float(p) for p in parts)
     except ValueError:
         raise typer.BadParameter(
-            f"expected 'real', 'positive' or 'LOW,HIGH' such as '0,1'; got {text!r}."
+            f"expected 'auto', 'real', 'positive' or 'LOW,HIGH' such as '0,1'; got {text!r}."
         ) from None
     return low, high
 
@@ -74,6 +75,14 @@ def parse_grid(text: str) -> str | float | None:
     if not step > 0:
         raise typer.BadParameter(f"expected 'auto', 'none' or a positive step; got {text!r}.")
     return step
+
+
+def load_model(path: Path) -> FlowDensity | ConditionalFlowDensity:
+    """Load a model file as the estimator that wrote it."""
+    metadata = read_header(path).get("metadata", {})
+    if metadata.get("estimator") == "ConditionalFlowDensity":
+        return ConditionalFlowDensity.load(path)
+    return FlowDensity.load(path)
 
 
 def check_output(output: Path | None, *, force: bool) -> None:

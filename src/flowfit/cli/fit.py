@@ -4,12 +4,19 @@ While it trains, the command keeps a checkpoint next to the model (``OUTPUT.ckpt
 written atomically every few epochs and on Ctrl-C. ``--resume`` continues the run from
 there after a crash, a kill or Ctrl-C, and ends with the model an uninterrupted run
 would have written. The checkpoint is deleted once the model is written.
+
+Under ``torchrun`` every process runs this command; they train one model with
+distributed data parallel, and only rank 0 writes files and prints. ``--nproc N``
+starts such a run on this machine.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
+
+import subprocess
+import sys
 
 import typer
 
@@ -21,10 +28,13 @@ from flowfit.cli.common import (
     parse_support,
     reports_errors,
 )
-from flowfit.errors import CheckpointError
-from flowfit.estimators import FlowDensity
+from flowfit.errors import CheckpointError, DataError
+from flowfit.estimators import ConditionalFlowDensity, FlowDensity
+from flowfit.flows import PRESETS
 from flowfit.io.tables import read_table
 from flowfit.training import TrainingInterrupted
+from flowfit.training.distributed import detect, torchrun_command
+from flowfit.training.progress import PROGRESS_MODES
 
 # The exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
@@ -40,12 +50,30 @@ def fit_command(
     data: Annotated[Path, typer.Argument(help="Table to fit: .csv, .tsv, .txt, .npy or .parquet.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write.")],
     columns: Annotated[
-        str | None, typer.Option(help="Comma-separated columns to model; default: all.")
+        str | None,
+        typer.Option(help="Comma-separated columns to model; default: all but --context."),
     ] = None,
-    flow: Annotated[str, typer.Option(help="Flow preset: spline, affine, shift.")] = "spline",
+    context: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated columns to condition on: the model is then p(columns | "
+            "context), and score and sample need these columns too."
+        ),
+    ] = None,
+    flow: Annotated[
+        str,
+        typer.Option(
+            help="Flow preset: auto (spline for one column, else nsf), "
+            + ", ".join(sorted(PRESETS)) + "."
+        ),
+    ] = "auto",
     support: Annotated[
-        str, typer.Option(help="Support of every column: real, positive, or LOW,HIGH.")
-    ] = "real",
+        str,
+        typer.Option(
+            help="Support of every column: auto (positive for skewed positive columns), "
+            "real, positive, or LOW,HIGH."
+        ),
+    ] = "auto",
     grid: Annotated[
         str,
         typer.Option(help="Rounding grid: auto (detect), none, or a step such as 1."),
@@ -73,34 +101,89 @@ def fit_command(
             "options. Replaces OUTPUT.",
         ),
     ] = False,
+    progress: Annotated[
+        str,
+        typer.Option(help="Progress output on stderr: bar, jsonl (one JSON object per "
+                     "epoch, for scripts) or quiet."),
+    ] = "bar",
+    nproc: Annotated[
+        int,
+        typer.Option(min=1, help="Train on this many local processes with distributed "
+                     "data parallel (starts torchrun)."),
+    ] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
     force: Annotated[
         bool, typer.Option("--force", help="Replace OUTPUT, and any checkpoint, if they exist.")
     ] = False,
 ) -> None:
     """Fit a normalizing flow to DATA by maximum likelihood and save it to OUTPUT."""
+    if progress not in PROGRESS_MODES:
+        raise typer.BadParameter(
+            f"expected one of {', '.join(PROGRESS_MODES)}; got {progress!r}.",
+            param_hint="--progress",
+        )
+    setup = detect()
     checkpoint = checkpoint_path(output)
-    _check_targets(output, checkpoint, resume=resume, force=force)
-    frame = read_table(data, parse_columns(columns))
-    model = FlowDensity(
+    if setup.is_main:
+        _check_targets(output, checkpoint, resume=resume, force=force)
+    if nproc > 1 and not setup.enabled:
+        raise typer.Exit(_launch(nproc))
+
+    context_columns = parse_columns(context)
+    targets = parse_columns(columns)
+    frame = read_table(data, None if targets is None else targets + (context_columns or []))
+    if context_columns is not None:
+        missing = [name for name in context_columns if name not in frame.columns]
+        if missing:
+            raise DataError(f"Context column {missing[0]!r} not found in {data}.")
+        targets = targets or [c for c in frame.columns if c not in context_columns]
+        if not targets:
+            raise DataError("Every column is a --context column; name the columns to model.")
+    estimator = FlowDensity if context_columns is None else ConditionalFlowDensity
+    model = estimator(
         flow=flow, support=parse_support(support), grid=parse_grid(grid), max_epochs=epochs,
         batch_size=batch_size, learning_rate=learning_rate, val_fraction=val_fraction,
         patience=patience, dtype="float64" if float64 else "float32", random_state=seed,
-        show_progress=not quiet,
+        show_progress=not quiet and setup.is_main, progress=progress,
     )
+    checkpointing = {
+        "checkpoint": checkpoint if checkpoint_every > 0 else None,
+        "checkpoint_every": max(checkpoint_every, 1),
+        "resume_from": checkpoint if resume else None,
+    }
     try:
-        model.fit(
-            frame,
-            checkpoint=checkpoint if checkpoint_every > 0 else None,
-            checkpoint_every=max(checkpoint_every, 1),
-            resume_from=checkpoint if resume else None,
-        )
+        if context_columns is None:
+            model.fit(frame, **checkpointing)
+        else:
+            model.fit(frame[context_columns], frame[targets], **checkpointing)
     except TrainingInterrupted as interrupt:
+        if not setup.is_main:
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         raise _save_interrupted(model, output, interrupt, overwrite=force or resume) from None
+    if not setup.is_main:
+        return
     model.save(output, overwrite=force or resume)
     checkpoint.unlink(missing_ok=True)
     if not quiet:
-        _print_summary(model, frame, flow, output)
+        _print_summary(model, frame if context_columns is None else frame[targets], output,
+                       conditional_on=context_columns)
+
+
+def _launch(nproc: int) -> int:
+    """Run this same command on ``nproc`` local processes through torchrun."""
+    arguments = []
+    skip = False
+    for argument in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if argument == "--nproc":
+            skip = True
+            continue
+        if argument.startswith("--nproc="):
+            continue
+        arguments.append(argument)
+    return subprocess.run(torchrun_command(nproc, arguments), check=False).returncode
 
 
 def _check_targets(output: Path, checkpoint: Path, *, resume: bool, force: bool) -> None:
@@ -140,12 +223,12 @@ def _save_interrupted(model: FlowDensity, output: Path, interrupt: TrainingInter
     return fail("; ".join(lines) + ".", code=EXIT_INTERRUPTED)
 
 
-def _print_summary(model: FlowDensity, frame, flow: str, output: Path) -> None:
+def _print_summary(model, frame, output: Path, *, conditional_on: list[str] | None) -> None:
     history = model.history_
-    mean_log_lik = model.score(frame) / len(frame)
-    rounded = [name for name, step in zip(frame.columns, model.grid_) if step > 0]
-    typer.echo(f"fitted {flow} flow to {len(frame)} rows x {frame.shape[1]} columns "
-               f"({', '.join(frame.columns)})")
+    rounded = [c.name for c in model.columns_ if c.step > 0 and not c.dropped]
+    given = "" if conditional_on is None else f" given {', '.join(conditional_on)}"
+    typer.echo(f"fitted {model.preset_} flow to {len(frame)} rows x {frame.shape[1]} columns "
+               f"({', '.join(frame.columns)}){given}")
     if rounded:
         typer.echo(f"dequantised rounded columns: {', '.join(rounded)}")
     best = history.val[history.best_epoch] if history.val else history.train[-1]
@@ -154,5 +237,7 @@ def _print_summary(model: FlowDensity, frame, flow: str, output: Path) -> None:
     if history.recoveries:
         typer.echo(f"recovered from {history.recoveries} non-finite loss(es) by rolling "
                    "back and halving the learning rate")
-    typer.echo(f"mean log-likelihood on all rows: {mean_log_lik:.4f} nats/row")
+    if conditional_on is None:
+        mean_log_lik = model.score(frame) / len(frame)
+        typer.echo(f"mean log-likelihood on all rows: {mean_log_lik:.4f} nats/row")
     typer.echo(f"wrote {output}")

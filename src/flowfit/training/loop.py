@@ -21,7 +21,6 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from flowfit.distributions import Flow
 from flowfit.errors import CheckpointError, DataError, TrainingError
@@ -29,6 +28,7 @@ from flowfit.io.model_file import tensors_sha256
 from flowfit.training import distributed
 from flowfit.training.checkpoint import load_checkpoint, save_checkpoint
 from flowfit.training.distributed import DistributedSetup
+from flowfit.training.progress import make_progress
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +135,7 @@ def fit(
     max_recoveries: int = 5,
     seed: int = 0,
     show_progress: bool = True,
+    progress: Literal["bar", "jsonl", "quiet"] = "bar",
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 10,
     resume_from: str | Path | None = None,
@@ -176,7 +177,11 @@ def fit(
         max_recoveries: Non-finite events tolerated before giving up.
         seed: Seeds the split, the shuffling and the dequantisation noise. Initial
             parameters come from the flow as given, so seed torch before building it.
-        show_progress: Whether to show a progress bar with train and validation NLL.
+        show_progress: Whether to report progress; False is the same as
+            ``progress="quiet"``.
+        progress: "bar" shows a progress bar with throughput and the train and
+            validation NLL, "jsonl" writes one JSON object per epoch to standard error
+            for scripts, and "quiet" writes nothing.
         checkpoint: The file to write checkpoints to, or None for no checkpoints.
         checkpoint_every: Epochs between checkpoints.
         resume_from: A checkpoint to continue from, usually the same file as
@@ -221,40 +226,44 @@ def fit(
         "data_sha256": _data_sha256(x, context, sample_weight),
     }
 
-    progress = _Progress()
+    state = _Progress()
     if resume_from is not None:
         saved = load_checkpoint(resume_from)
         _check_settings(saved, settings, resume_from)
-        progress = _restore(saved, flow, optimizer, scheduler, generator, resume_from)
-        logger.info("Resumed training from %s after epoch %d.", resume_from, progress.epoch)
+        state = _restore(saved, flow, optimizer, scheduler, generator, resume_from)
+        logger.info("Resumed training from %s after epoch %d.", resume_from, state.epoch)
 
-    history = progress.history
+    history = state.history
     start = time.perf_counter() - history.seconds
-    bar = tqdm(total=max_epochs, initial=progress.epoch, disable=not show_progress,
-               desc="fit", unit="epoch")
+    reporter = make_progress(
+        progress if show_progress else "quiet", max_epochs=max_epochs,
+        rows_per_epoch=int(data.train_idx.numel()), initial_epoch=state.epoch,
+    )
     at_epoch_start = None
     try:
-        while progress.epoch < max_epochs and not history.stopped_early:
-            at_epoch_start = _capture(flow, optimizer, scheduler, generator, progress, settings)
+        while state.epoch < max_epochs and not history.stopped_early:
+            at_epoch_start = _capture(flow, optimizer, scheduler, generator, state, settings)
             train_loss = _train_epoch(flow, model, optimizer, data, clip_norm, generator)
             if train_loss is None:
-                _recover(flow, optimizer, at_epoch_start, progress, max_recoveries)
+                _recover(flow, optimizer, at_epoch_start, state, max_recoveries)
                 continue
             if scheduler is not None:
                 scheduler.step()
-            _end_epoch(flow, data, train_loss, progress, patience, bar)
-            if checkpoint is not None and progress.epoch % checkpoint_every == 0:
+            val_loss = _end_epoch(flow, data, train_loss, state, patience)
+            reporter.epoch_end(train_loss, val_loss)
+            if checkpoint is not None and state.epoch % checkpoint_every == 0:
                 history.seconds = time.perf_counter() - start
                 save_checkpoint(
-                    checkpoint, _capture(flow, optimizer, scheduler, generator, progress, settings)
+                    checkpoint, _capture(flow, optimizer, scheduler, generator, state, settings)
                 )
-                logger.debug("Wrote checkpoint %s after epoch %d.", checkpoint, progress.epoch)
+                logger.debug("Wrote checkpoint %s after epoch %d.", checkpoint, state.epoch)
     except KeyboardInterrupt:
-        raise _interrupt(flow, at_epoch_start, progress, checkpoint) from None
+        raise _interrupt(flow, at_epoch_start, state, checkpoint) from None
     finally:
-        bar.close()
+        best = history.best_epoch + 1 if history.best_epoch >= 0 else None
+        reporter.close(best_epoch=best, stopped_early=history.stopped_early)
 
-    _keep_best(flow, progress)
+    _keep_best(flow, state)
     history.seconds = time.perf_counter() - start
     return history
 
@@ -351,22 +360,22 @@ def _finite_everywhere(loss: Tensor, setup: DistributedSetup) -> bool:
     return bool(distributed.all_reduce_sum(finite, setup).item() == setup.world_size)
 
 
-def _end_epoch(flow, data: _Data, train_loss: float, progress: _Progress, patience: int,
-               bar) -> None:
-    """Record a completed epoch: validate, keep the best parameters, decide on stopping."""
+def _end_epoch(flow, data: _Data, train_loss: float, progress: _Progress,
+               patience: int) -> float | None:
+    """Record a completed epoch: validate, keep the best parameters, decide on stopping.
+
+    Returns the validation loss, or None without validation rows.
+    """
     history = progress.history
     epoch = progress.epoch
     history.train.append(train_loss)
     progress.epoch += 1
-    bar.update(1)
     if data.val_idx.numel() == 0:
         history.best_epoch = epoch
-        bar.set_postfix(train=f"{train_loss:.4f}")
-        return
+        return None
 
     val_loss = _validation_loss(flow, data)
     history.val.append(val_loss)
-    bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
     if not math.isfinite(val_loss):
         logger.warning(
             "The validation loss of epoch %d is %s: some validation rows have a log-density "
@@ -377,10 +386,11 @@ def _end_epoch(flow, data: _Data, train_loss: float, progress: _Progress, patien
         progress.best_flow = _clone(flow.state_dict())
         history.best_epoch = epoch
         progress.stale_epochs = 0
-        return
+        return val_loss
     progress.stale_epochs += 1
     if progress.stale_epochs >= patience:
         history.stopped_early = True
+    return val_loss
 
 
 def _validation_loss(flow: Flow, data: _Data) -> float:
