@@ -187,11 +187,19 @@ class _FlowEstimator(BaseEstimator):
         if weight is not None and not np.all(weight == weight[0]):
             weight_t = torch.tensor(weight, dtype=dtype)
 
+        runs = [(preset, options) for options in candidates]
+        if self.flow == "auto" and preset == "spline" and self.val_fraction > 0 \
+                and not checkpointing:
+            # On normal data the spline's extra parameters cost accuracy: on N(2, 1) with
+            # 18,000 rows it scored KL 0.0012 and the 2-parameter "affine" model 0.0002.
+            # So the better of the two on the validation rows is kept.
+            runs.append(("affine", {}))
         results = []
-        for options in candidates:
+        presets = []
+        for run_preset, options in runs:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                flow = build_flow(columns, flow=preset, flow_options=options,
+                flow = build_flow(columns, flow=run_preset, flow_options=options,
                                   context_loc=context_loc, context_scale=context_scale,
                                   dtype=dtype, data=x, tails=self.tails)
                 try:
@@ -205,13 +213,14 @@ class _FlowEstimator(BaseEstimator):
                     )
                 except TrainingInterrupted as interrupt:
                     flow.eval()
-                    self._keep_fit(preset, [(options, flow, interrupt.history)], 0)
+                    self._keep_fit(run_preset, [(options, flow, interrupt.history)], 0)
                     raise
             flow.eval()
             results.append((options, flow, history))
+            presets.append(run_preset)
 
         best = min(range(len(results)), key=lambda i: _validation_loss(results[i][2]))
-        self._keep_fit(preset, results, best)
+        self._keep_fit(presets[best], results, best)
 
     def _keep_fit(self, preset: str, results: list, best: int) -> None:
         """Set the fitted attributes from ``results[best]`` of (options, flow, history)."""

@@ -30,6 +30,7 @@ __all__ = [
     "make_flow",
     "outside_support",
     "size_candidates",
+    "standardised",
 ]
 
 import inspect
@@ -46,6 +47,7 @@ from flowfit.bijections import Bijection, Chain, ColumnwiseSupport, FixedAffine
 from flowfit.distributions import Flow, StandardNormal
 from flowfit.errors import DataError
 from flowfit.flows import PRESETS, build_bijection
+from flowfit.tails import choose_base, spline_bound
 
 # A grid step and the values must agree to this many steps for a column to count as
 # rounded. The slack absorbs decimal steps such as 0.1, which binary floats cannot
@@ -575,12 +577,19 @@ def build_flow(
     context_loc: np.ndarray | None = None,
     context_scale: np.ndarray | None = None,
     dtype: torch.dtype = torch.float32,
+    data: np.ndarray | None = None,
+    tails: str = "normal",
 ) -> Flow:
     """Build the flow for the modelled (not dropped) ``columns``.
 
     The chain is the preset's learned bijection, then the standardisation, then a
     :class:`~flowfit.bijections.ColumnwiseSupport` if any column is bounded. The flow's
     grid contains the columns' steps.
+
+    Given the training ``data``, a preset with a spline ``bound`` gets one that covers
+    the standardised data (:func:`flowfit.tails.spline_bound`) unless ``flow_options``
+    sets it, and the base follows ``tails`` (:func:`flowfit.tails.choose_base`). The
+    flow's ``base_reason`` attribute states the base chosen and why.
 
     Arguments:
         columns: The choices from :func:`choose_columns`; dropped columns are skipped.
@@ -590,6 +599,11 @@ def build_flow(
             conditional flow; None for an unconditional one.
         context_scale: The context's positive per-column scales, same shape.
         dtype: The flow's floating-point dtype.
+        data: The training values of the modelled columns, of shape
+            (n_samples, n_modelled), in the data's units; None keeps the preset's bound
+            and a normal base.
+        tails: "normal", "student-t" or "auto", as in :func:`flowfit.tails.choose_base`;
+            "auto" and "student-t" need ``data``.
     """
     modelled = [c for c in columns if not c.dropped]
     if not modelled:
@@ -597,6 +611,15 @@ def build_flow(
     features = len(modelled)
     context = 0 if context_loc is None else len(context_loc)
     options = dict(flow_options or {})
+    base: torch.nn.Module = StandardNormal(features)
+    base_reason = "normal base"
+    if data is not None:
+        z = standardised(data, modelled)
+        if "bound" not in options and "bound" in inspect.signature(PRESETS[flow]).parameters:
+            options["bound"] = spline_bound(z)
+        base, base_reason = choose_base(z, tails)
+    elif tails != "normal":
+        raise ValueError(f"tails={tails!r} needs the training data; pass data=.")
     unknown = sorted(set(options) - set(_accepted(flow, options)))
     if unknown:
         accepted = [p for p in inspect.signature(PRESETS[flow]).parameters
@@ -626,9 +649,24 @@ def build_flow(
         )
     steps = [c.step for c in modelled]
     grid = torch.tensor(steps, dtype=torch.float64) if any(steps) else None
-    flow_module = Flow(Chain(bijections), StandardNormal(features),
-                       context_scaler=scaler, grid=grid)
+    flow_module = Flow(Chain(bijections), base, context_scaler=scaler, grid=grid)
+    flow_module.base_reason = base_reason
+    flow_module.preset_options = options
     return flow_module.to(dtype)
+
+
+def standardised(data: np.ndarray, columns: Sequence[Column]) -> np.ndarray:
+    """Map ``data`` of shape (n_samples, len(columns)) through the support maps and the
+    standardisation of ``columns``: the values that the preset's bijection models."""
+    data = np.asarray(data, dtype=np.float64)
+    if data.ndim != 2 or data.shape[1] != len(columns):
+        raise ValueError(
+            f"Expected data of shape (N, {len(columns)}); got {data.shape}."
+        )
+    z = np.empty_like(data)
+    for i, column in enumerate(columns):
+        z[:, i] = (_to_real_line(data[:, i], column.low, column.high) - column.loc) / column.scale
+    return z
 
 
 def make_flow(
@@ -639,8 +677,12 @@ def make_flow(
     support: Any = "real",
     grid: Any = "auto",
     flow_options: dict[str, Any] | None = None,
+    tails: str = "auto",
 ) -> Flow:
     """Build a flow for data ``x`` of shape :math:`(N, D)`, ready for :func:`~flowfit.fit`.
+
+    The spline interval covers the standardised data and the base follows ``tails``, as
+    in :func:`build_flow`.
 
     Arguments:
         x: The training data; their statistics set the standardisation and the
@@ -651,6 +693,7 @@ def make_flow(
         support: The support setting of :func:`choose_columns`; "real" by default.
         grid: The grid setting of :func:`choose_columns`.
         flow_options: Keyword arguments for the preset, such as ``bins`` or ``layers``.
+        tails: "auto", "normal" or "student-t"; see :func:`flowfit.tails.choose_base`.
     """
     if x.ndim != 2:
         raise DataError(f"Expected data of shape (N, D); got {tuple(x.shape)}.")
@@ -661,7 +704,7 @@ def make_flow(
     if context is not None:
         context_loc, context_scale = context_statistics(context.detach().cpu().double().numpy())
     return build_flow(columns, flow=flow, flow_options=flow_options, context_loc=context_loc,
-                      context_scale=context_scale, dtype=x.dtype)
+                      context_scale=context_scale, dtype=x.dtype, data=values, tails=tails)
 
 
 def context_statistics(
