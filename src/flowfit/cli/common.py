@@ -59,8 +59,13 @@ def parse_support(text: str) -> str | tuple[float, float]:
         low, high = (float(p) for p in parts)
     except ValueError:
         raise typer.BadParameter(
-            f"expected 'auto', 'real', 'positive' or 'LOW,HIGH' such as '0,1'; got {text!r}."
+            f"expected 'auto', 'real', 'positive' or 'LOW,HIGH' such as '0,1'; got {text!r}.",
+            param_hint="--support",
         ) from None
+    if not low < high:
+        raise typer.BadParameter(
+            f"LOW must be less than HIGH; got {text!r}.", param_hint="--support"
+        )
     return low, high
 
 
@@ -73,7 +78,9 @@ def parse_grid(text: str) -> str | float | None:
     except ValueError:
         step = -1.0
     if not step > 0:
-        raise typer.BadParameter(f"expected 'auto', 'none' or a positive step; got {text!r}.")
+        raise typer.BadParameter(
+            f"expected 'auto', 'none' or a positive step; got {text!r}.", param_hint="--grid"
+        )
     return step
 
 

@@ -53,6 +53,11 @@ def held_out_rows(
         train_rows = read_table(train, None if columns is None else list(columns))
         return model, train_rows, frame
     fraction = DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction
+    if not 0 < fraction < 1:
+        raise typer.BadParameter(
+            f"expected a share strictly between 0 and 1; got {fraction}.",
+            param_hint="--test-fraction",
+        )
     train_rows, test_rows = split_rows(frame, test_fraction=fraction, random_state=seed)
     typer.echo(
         f"note: held out {len(test_rows)} of {len(frame)} rows of {data} (seed {seed}). The "

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import os
 import subprocess
 import sys
 
@@ -63,7 +64,8 @@ def fit_command(
     flow: Annotated[
         str,
         typer.Option(
-            help="Flow preset: auto (spline for one column, else nsf), "
+            help="Flow preset: auto (spline or affine for one column; nsf for several, maf "
+            "when a column has heavy tails), "
             + ", ".join(sorted(PRESETS)) + "."
         ),
     ] = "auto",
@@ -126,12 +128,13 @@ def fit_command(
     checkpoint = checkpoint_path(output)
     if setup.is_main:
         _check_targets(output, checkpoint, resume=resume, force=force)
+    context_columns = parse_columns(context)
+    targets = parse_columns(columns)
+    # Reading the table first means bad data fail here, once, before torchrun starts.
+    frame = read_table(data, None if targets is None else targets + (context_columns or []))
     if nproc > 1 and not setup.enabled:
         raise typer.Exit(_launch(nproc))
 
-    context_columns = parse_columns(context)
-    targets = parse_columns(columns)
-    frame = read_table(data, None if targets is None else targets + (context_columns or []))
     if context_columns is not None:
         missing = [name for name in context_columns if name not in frame.columns]
         if missing:
@@ -183,7 +186,12 @@ def _launch(nproc: int) -> int:
         if argument.startswith("--nproc="):
             continue
         arguments.append(argument)
-    return subprocess.run(torchrun_command(nproc, arguments), check=False).returncode
+    # Setting the thread count keeps torchrun from printing its OMP_NUM_THREADS notice.
+    environment = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    # NOTE: an error inside the processes still ends with torchrun's own traceback after
+    # flowfit's error line; input errors are caught before launching, above.
+    command = torchrun_command(nproc, arguments)
+    return subprocess.run(command, check=False, env=environment).returncode
 
 
 def _check_targets(output: Path, checkpoint: Path, *, resume: bool, force: bool) -> None:

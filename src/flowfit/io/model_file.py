@@ -171,9 +171,15 @@ def read_container(
     try:
         tensors = safetensors.torch.load(data)
     except (safetensors.SafetensorError, ValueError, RuntimeError, TypeError) as failure:
-        raise error(f"{path} is corrupt: its tensors cannot be read ({failure}).") from None
+        raise error(
+            f"{path} is corrupt: its tensors cannot be read, so it is truncated or damaged. "
+            "Copy the file again, or refit the model."
+        ) from None
     if tensors_sha256(tensors) != header.get("tensors_sha256"):
-        raise error(f"{path} is corrupt: its tensors do not match the checksum in its header.")
+        raise error(
+            f"{path} is corrupt: its tensors do not match the checksum in its header. Copy "
+            "the file again, or refit the model."
+        )
     return header, tensors
 
 
@@ -218,7 +224,10 @@ def _parse_header(text: bytes, path: Path, kind: str, error) -> dict[str, Any]:
     if not isinstance(header_json, str) or not isinstance(header, dict):
         raise error(f"{path} has a malformed flowfit header; it is not a flowfit {kind}.")
     if hashlib.sha256(header_json.encode()).hexdigest() != expected_sha:
-        raise error(f"{path} is corrupt: its header does not match the header's checksum.")
+        raise error(
+            f"{path} is corrupt: its header does not match the header's checksum. Copy the "
+            "file again, or refit the model."
+        )
     return header
 
 

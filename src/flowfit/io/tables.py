@@ -121,8 +121,8 @@ def _reject_binary_container(path: Path) -> None:
         else:
             kind = "a safetensors file"
         raise DataError(
-            f"{path} is {kind}, not a data table. Pass a model file as MODEL and a .csv, "
-            ".npy or .parquet file as DATA."
+            f"{path} is {kind}, not a data table. Where a command takes DATA, pass a "
+            ".csv, .tsv, .txt, .npy or .parquet file; model files go where it takes MODEL."
         )
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         raise DataError(f"{path} is a Python pickle, not a data table; flowfit never loads "
@@ -150,6 +150,11 @@ def _read_text(path: Path, *, whitespace: bool, tab: bool) -> pd.DataFrame:
     first_line = lines[0][1]
     first = first_line.split() if whitespace else next(csv.reader([first_line], delimiter=sep))
     has_header = not all(_is_number(field) for field in first)
+    if sep == "," and len(first) == 1 and ";" in first_line:
+        raise DataError(
+            f"{path} seems to separate its columns with ';', but a .csv file must use ','. "
+            "Convert it, for example with pandas.read_csv(path, sep=';').to_csv(new_path)."
+        )
 
     try:
         frame = pd.read_csv(
