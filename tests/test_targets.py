@@ -12,6 +12,7 @@ from flowfit.datasets.targets import (
     BimodalTarget,
     CheckerboardTarget,
     FunnelTarget,
+    GaussianMixtureTarget,
     RingTarget,
 )
 
@@ -211,3 +212,49 @@ def test_wrong_dimension_rejected():
 def test_invalid_mixture_weights_rejected():
     with pytest.raises(ValueError, match="weights must be positive and sum to 1"):
         BimodalTarget(weights=(0.5, 0.6))
+
+
+def test_gaussian_mixture_matches_scipy(float64):
+    target = GaussianMixtureTarget()
+    x = target.sample(50, torch.Generator().manual_seed(6))
+    covariances = target.cholesky @ target.cholesky.transpose(-1, -2)
+    densities = [
+        scipy.stats.multivariate_normal(target.means[k].numpy(), covariances[k].numpy()).pdf(
+            x.numpy()
+        )
+        for k in range(target.components)
+    ]
+    expected = torch.log(torch.from_numpy(sum(densities) / target.components))
+
+    torch.testing.assert_close(target.log_prob(x), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_gaussian_mixture_sample_moments(float64):
+    target = GaussianMixtureTarget(features=3, components=2)
+    samples = target.sample(200_000, torch.Generator().manual_seed(7))
+    covariances = target.cholesky @ target.cholesky.transpose(-1, -2)
+    mean = target.means.mean(0)
+    centred = target.means - mean
+    covariance = covariances.mean(0) + (centred.T @ centred) / target.components
+
+    torch.testing.assert_close(samples.mean(0), mean, rtol=0, atol=0.03)
+    torch.testing.assert_close(samples.T.cov(), covariance, rtol=0, atol=0.1)
+
+
+def test_gaussian_mixture_parameters_seeded():
+    first = GaussianMixtureTarget(seed=3)
+    second = GaussianMixtureTarget(seed=3)
+    other = GaussianMixtureTarget(seed=4)
+
+    assert torch.equal(first.means, second.means)
+    assert torch.equal(first.cholesky, second.cholesky)
+    assert not torch.equal(first.means, other.means)
+
+
+def test_funnel_16d_target(float64):
+    target = TARGETS["funnel-16d"]()
+    samples = target.sample(20_000, torch.Generator().manual_seed(8))
+
+    assert target.features == 16
+    assert samples.shape == (20_000, 16)
+    assert abs(samples[:, 0].std().item() - 3.0) < 0.05

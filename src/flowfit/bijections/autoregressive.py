@@ -59,8 +59,10 @@ class AffineTransformer:
         self, x: Tensor, params: Tensor, *, inverse: bool = False
     ) -> tuple[Tensor, Tensor]:
         """Return :math:`y` and the element-wise :math:`\\log|dy/dx|`, both shaped like ``x``."""
-        shift = params[..., 0]
-        log_scale = LOG_SCALE_BOUND * torch.tanh(params[..., 1] / LOG_SCALE_BOUND)
+        # unbind() gives views whose backward is one stack, where two slices would each
+        # fill a zero tensor of the parameters' shape.
+        shift, unconstrained = params.unbind(-1)
+        log_scale = LOG_SCALE_BOUND * torch.tanh(unconstrained / LOG_SCALE_BOUND)
         if inverse:
             return (x - shift) * torch.exp(-log_scale), -log_scale
         return shift + torch.exp(log_scale) * x, log_scale

@@ -153,17 +153,19 @@ class Chain(Bijection):
         self.bijections = nn.ModuleList(bijections)
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        total = x.new_zeros(x.shape[:-1])
+        # The sum starts from the first log-det rather than from zeros, which saves an
+        # allocation and an addition per call.
+        total = None
         for b in self.bijections:
             x, log_det = b._forward(x, context if b.context else None)
-            total = total + log_det
+            total = log_det if total is None else total + log_det
         return x, total
 
     def _inverse(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        total = y.new_zeros(y.shape[:-1])
+        total = None
         for b in reversed(self.bijections):
             y, log_det = b._inverse(y, context if b.context else None)
-            total = total + log_det
+            total = log_det if total is None else total + log_det
         return y, total
 
     def spec(self) -> dict[str, Any]:

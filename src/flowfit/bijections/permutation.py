@@ -54,6 +54,14 @@ class ReversePermutation(Permutation):
     def __init__(self, features: int) -> None:
         super().__init__(features, list(range(features - 1, -1, -1)))
 
+    # flip() gives the same values as the index buffers, and its backward is another
+    # flip, where indexing scatters into a zero tensor.
+    def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        return x.flip(-1), x.new_zeros(x.shape[:-1])
+
+    def _inverse(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        return y.flip(-1), y.new_zeros(y.shape[:-1])
+
     def config(self) -> dict[str, Any]:
         return {"features": self.features}
 
