@@ -174,7 +174,7 @@ class Flow(nn.Module, Distribution):
         bijection: The map :math:`g` from base samples to data.
         base: The base density, :class:`StandardNormal` by default.
         context_scaler: A fixed affine map whose inverse standardises the context before
-            the bijection sees it; None leaves the context as given.
+            it reaches the bijection. None leaves the context as given.
         grid: Per-feature steps of a grid the data were rounded to, of shape
             :math:`(D,)`, with 0 for continuous features; None if all are continuous.
             With a grid, :meth:`log_prob` returns the log of the probability of each

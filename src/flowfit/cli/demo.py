@@ -25,7 +25,7 @@ def demo_command(
     """Fit a spline flow to the Old Faithful eruption durations and compare it with a Gaussian.
 
     The data (272 eruptions, minutes) ship with flowfit. A quarter of the rows is held
-    out; the command prints the held-out mean log-likelihood of the flow and of the
+    out, and the command prints the held-out mean log-likelihood of the flow and of the
     best single Gaussian, the fitted density at a few durations, and a few samples.
     """
     check_output(output, force=force)

@@ -1,8 +1,8 @@
 """Reading numeric tables from CSV, whitespace-separated text, NumPy and Parquet files.
 
 Every problem is raised as :class:`~flowfit.errors.DataError` with a message that names
-the file, the column and the row (counted from 1, as a spreadsheet shows them) and says
-what to do.
+the file, the column and the row (counted from 1, as a spreadsheet shows them) and
+states what to do.
 """
 
 from __future__ import annotations
@@ -146,7 +146,12 @@ def _read_text(path: Path, *, whitespace: bool, tab: bool) -> pd.DataFrame:
     if not lines:
         raise DataError(f"{path} is empty; it needs a header line and data rows.")
 
-    sep = r"\s+" if whitespace else ("\t" if tab else ",")
+    if whitespace:
+        sep = r"\s+"
+    elif tab:
+        sep = "\t"
+    else:
+        sep = ","
     first_line = lines[0][1]
     first = first_line.split() if whitespace else next(csv.reader([first_line], delimiter=sep))
     has_header = not all(_is_number(field) for field in first)
@@ -225,12 +230,12 @@ def _read_npy(path: Path) -> pd.DataFrame:
             f"{path} is not a valid .npy file ({type(error).__name__}: {error})."
         ) from None
     if array.dtype.kind not in "biuf":
-        raise DataError(f"{path} holds {array.dtype} values; flowfit needs numbers.")
+        raise DataError(f"{path} contains {array.dtype} values; flowfit needs numbers.")
     if array.ndim == 1:
         array = array[:, None]
     if array.ndim != 2:
         raise DataError(
-            f"{path} holds an array of shape {array.shape}; expected (rows, columns)."
+            f"{path} contains an array of shape {array.shape}; expected (rows, columns)."
         )
     return pd.DataFrame(array, columns=[f"x{i}" for i in range(array.shape[1])])
 

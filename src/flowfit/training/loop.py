@@ -143,8 +143,8 @@ def fit(
 ) -> History:
     r"""Fit ``flow`` to the rows of ``x`` by minimising the mean negative log-likelihood.
 
-    Adam runs on shuffled mini-batches. A fraction of the rows is held out; after each
-    epoch the validation loss decides early stopping, and at the end the flow holds the
+    Adam runs on shuffled mini-batches. A fraction of the rows is held out. After each
+    epoch the validation loss decides early stopping, and at the end the flow has the
     parameters of the best validation epoch. Without validation rows it keeps the last
     parameters. Rounded features (the flow's ``grid``) get fresh uniform dequantisation
     noise in every epoch and fixed noise for validation.
@@ -355,7 +355,7 @@ def _cell_noise(rows: int, data: _Data, generator: torch.Generator) -> Tensor | 
 
 
 def _finite_everywhere(loss: Tensor, setup: DistributedSetup) -> bool:
-    """Whether the loss is finite in every process, so that all skip a bad step alike."""
+    """Return whether the loss is finite in every process, so all skip a bad step alike."""
     finite = torch.tensor([float(bool(torch.isfinite(loss)))])
     return bool(distributed.all_reduce_sum(finite, setup).item() == setup.world_size)
 
