@@ -32,10 +32,13 @@ from flowfit.flows import PRESETS
 from flowfit.io.model_file import load_flow, save_flow
 from flowfit.preprocessing import (
     Column,
+    PooledSample,
     build_flow,
     choose_columns,
+    choose_columns_sharded,
     clip_to_support,
     context_statistics,
+    context_statistics_sharded,
     default_flow,
     default_flow_options,
     outside_support,
@@ -43,7 +46,8 @@ from flowfit.preprocessing import (
     standardised,
 )
 from flowfit.tails import has_heavy_tails
-from flowfit.training import History, TrainingInterrupted, fit
+from flowfit.training import History, TrainingInterrupted, distributed, fit
+from flowfit.training.distributed import DistributedSetup
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -124,6 +128,14 @@ class _FlowEstimator(BaseEstimator):
             dtype=DTYPES[self.dtype],
         )
 
+    def _choose_sharded(self, values: np.ndarray, names: list[str], weight: np.ndarray | None,
+                        setup: DistributedSetup) -> tuple[list[Column], PooledSample]:
+        return choose_columns_sharded(
+            values, names, setup=setup, support=self.support, grid=self.grid,
+            constant_columns=self.constant_columns, sample_weight=weight,
+            dtype=DTYPES[self.dtype],
+        )
+
     def _check_weights(self, sample_weight: Any, values: np.ndarray) -> np.ndarray | None:
         if sample_weight is None:
             return None
@@ -144,21 +156,30 @@ class _FlowEstimator(BaseEstimator):
         context: np.ndarray | None,
         weight: np.ndarray | None,
         checkpointing: dict[str, Any] | None = None,
+        pooled: PooledSample | None = None,
     ) -> None:
         """Fit the flow (or the candidate sizes) and set the fitted attributes.
 
         ``checkpointing`` contains the ``checkpoint``, ``checkpoint_every`` and
         ``resume_from`` arguments of :func:`flowfit.fit`. On Ctrl-C the fitted
         attributes are set to the best flow so far before the interrupt is re-raised.
+
+        In a sharded run ``x``, ``context`` and ``weight`` are this process's rows, and
+        ``pooled`` is the sample of the modelled columns pooled from all processes: the
+        choices that need the values (tails, spline bound) use it, and the model size
+        uses its row count over all processes.
         """
         modelled = [c for c in columns if not c.dropped]
         n_context = 0 if context is None else context.shape[1]
+        n_rows = x.shape[0] if pooled is None else pooled.total_rows
+        rows_for_choices = x if pooled is None else pooled.values
         preset = self.flow
         if self.flow == "auto":
             preset = default_flow(len(modelled), n_context)
             # Splines spread over the wide interval of a power-law column lose resolution
             # in the bulk: on the 2-D funnel "nsf" scored KL 0.041 and "maf" 0.0035.
-            heavy = self.tails != "normal" and has_heavy_tails(standardised(x, modelled))
+            heavy = self.tails != "normal" and has_heavy_tails(
+                standardised(rows_for_choices, modelled))
             if heavy and len(modelled) > 1 and "maf" in PRESETS:
                 preset = "maf"
         explicit = dict(self.flow_options or {})
@@ -168,9 +189,9 @@ class _FlowEstimator(BaseEstimator):
                     "select_size=True picks the size by validation log-likelihood, so it "
                     f"needs val_fraction > 0; got {self.val_fraction}."
                 )
-            candidates = size_candidates(preset, x.shape[0], len(modelled))
+            candidates = size_candidates(preset, n_rows, len(modelled))
         else:
-            candidates = [default_flow_options(preset, x.shape[0], len(modelled))]
+            candidates = [default_flow_options(preset, n_rows, len(modelled))]
         candidates = [{**options, **explicit} for options in candidates]
         if checkpointing and len(candidates) > 1:
             raise ValueError("Checkpoints cover a single fit; they need select_size=False.")
@@ -178,13 +199,17 @@ class _FlowEstimator(BaseEstimator):
         dtype = DTYPES[self.dtype]
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         context_loc = context_scale = None
-        if context is not None:
+        if context is not None and pooled is None:
             context_loc, context_scale = context_statistics(context, weight)
+        elif context is not None:
+            context_loc, context_scale = context_statistics_sharded(
+                context, weight, distributed.detect())
         x_t = torch.tensor(x, dtype=dtype)
         context_t = None if context is None else torch.tensor(context, dtype=dtype)
-        # Equal weights give the same loss as none, so they take the unweighted path.
+        # Equal weights give the same loss as none, so they take the unweighted path. In
+        # a sharded run one process cannot tell, so weights are kept.
         weight_t = None
-        if weight is not None and not np.all(weight == weight[0]):
+        if weight is not None and (pooled is not None or not np.all(weight == weight[0])):
             weight_t = torch.tensor(weight, dtype=dtype)
 
         runs = [(preset, options) for options in candidates]
@@ -201,14 +226,15 @@ class _FlowEstimator(BaseEstimator):
                 torch.manual_seed(seed)
                 flow = build_flow(columns, flow=run_preset, flow_options=options,
                                   context_loc=context_loc, context_scale=context_scale,
-                                  dtype=dtype, data=x, tails=self.tails)
+                                  dtype=dtype, data=rows_for_choices, tails=self.tails,
+                                  extremes=None if pooled is None else pooled.extremes)
                 try:
                     history = fit(
                         flow, x_t, context=context_t, sample_weight=weight_t,
                         max_epochs=self.max_epochs, batch_size=self.batch_size,
                         learning_rate=self.learning_rate, val_fraction=self.val_fraction,
                         patience=self.patience, seed=seed, show_progress=self.show_progress,
-                        progress=self.progress,
+                        progress=self.progress, sharded=pooled is not None,
                         **(checkpointing or {}),
                     )
                 except TrainingInterrupted as interrupt:
@@ -414,6 +440,7 @@ class FlowDensity(DensityMixin, _FlowEstimator):
         checkpoint: str | Path | None = None,
         checkpoint_every: int = 10,
         resume_from: str | Path | None = None,
+        sharded: bool = False,
     ) -> FlowDensity:
         """Fit the flow to the rows of ``X``.
 
@@ -428,24 +455,36 @@ class FlowDensity(DensityMixin, _FlowEstimator):
             checkpoint_every: Epochs between checkpoints.
             resume_from: A checkpoint of an interrupted fit with the same data and
                 parameters to continue; the result equals that of an uninterrupted fit.
+            sharded: Whether ``X`` and ``sample_weight`` hold only this process's rows,
+                in a run on several processes started by ``torchrun`` where every
+                process passes its own rows. The column choices then come from a sample
+                pooled from all processes and the standardisation from all rows (see
+                :func:`flowfit.preprocessing.choose_columns_sharded`), and each process
+                trains on its own rows (``sharded`` of :func:`flowfit.fit`). Ignored in
+                a single process.
 
         Returns:
             The fitted estimator.
         """
         self._validate_params()
+        setup = _sharded_setup(sharded)
         values = validate_data(self, X, dtype=np.float64, ensure_all_finite=False,
-                               ensure_min_samples=2)
+                               ensure_min_samples=2 if setup is None else 1)
         names = _column_names(X, values)
         _check_finite(values, names, "X")
         weight = self._check_weights(sample_weight, values)
         if weight is not None:
             keep = weight > 0
             values, weight = values[keep], weight[keep]
-            if values.shape[0] < 2:
+            if values.shape[0] < 2 and setup is None:
                 raise DataError(
                     f"Training needs at least 2 rows of positive weight; got {values.shape[0]}."
                 )
-        columns = self._choose(values, names, weight)
+        pooled = None
+        if setup is None:
+            columns = self._choose(values, names, weight)
+        else:
+            columns, pooled = self._choose_sharded(values, names, weight, setup)
         self.columns_ = columns
         self.grid_ = np.array([c.step for c in columns])
         index = self._modelled_index()
@@ -454,7 +493,8 @@ class FlowDensity(DensityMixin, _FlowEstimator):
             checkpointing = {"checkpoint": checkpoint, "checkpoint_every": checkpoint_every,
                              "resume_from": resume_from}
         self._train(values[:, index], columns, context=None, weight=weight,
-                    checkpointing=checkpointing)
+                    checkpointing=checkpointing,
+                    pooled=None if pooled is None else pooled.select(index))
         return self
 
     def _check_rows(self, X: Any) -> np.ndarray:
@@ -577,6 +617,7 @@ class ConditionalFlowDensity(_FlowEstimator):
         checkpoint: str | Path | None = None,
         checkpoint_every: int = 10,
         resume_from: str | Path | None = None,
+        sharded: bool = False,
     ) -> ConditionalFlowDensity:
         """Fit the density of ``y`` given ``X``.
 
@@ -587,6 +628,9 @@ class ConditionalFlowDensity(_FlowEstimator):
             checkpoint: As in :meth:`FlowDensity.fit`.
             checkpoint_every: As in :meth:`FlowDensity.fit`.
             resume_from: As in :meth:`FlowDensity.fit`.
+            sharded: As in :meth:`FlowDensity.fit`: ``X``, ``y`` and ``sample_weight``
+                hold this process's rows. The features are then standardised by their
+                mean and standard deviation over all processes' rows.
 
         Returns:
             The fitted estimator.
@@ -596,9 +640,10 @@ class ConditionalFlowDensity(_FlowEstimator):
             raise ValueError(
                 "ConditionalFlowDensity requires y to be passed, but the target y is None."
             )
+        setup = _sharded_setup(sharded)
         X_checked, y_checked = validate_data(
-            self, X, y, dtype=np.float64, ensure_all_finite=False, ensure_min_samples=2,
-            multi_output=True, y_numeric=True,
+            self, X, y, dtype=np.float64, ensure_all_finite=False,
+            ensure_min_samples=2 if setup is None else 1, multi_output=True, y_numeric=True,
         )
         feature_names = _column_names(X, X_checked)
         target_names = _column_names(y, np.asarray(y_checked), prefix="y")
@@ -612,20 +657,25 @@ class ConditionalFlowDensity(_FlowEstimator):
         if weight is not None:
             keep = weight > 0
             X, targets, weight = X[keep], targets[keep], weight[keep]
-            if X.shape[0] < 2:
+            if X.shape[0] < 2 and setup is None:
                 raise DataError(
                     f"Training needs at least 2 rows of positive weight; got {X.shape[0]}."
                 )
         self.n_targets_ = targets.shape[1]
         self.target_names_ = list(target_names)
-        self.columns_ = self._choose(targets, target_names, weight)
+        pooled = None
+        if setup is None:
+            self.columns_ = self._choose(targets, target_names, weight)
+        else:
+            self.columns_, pooled = self._choose_sharded(targets, target_names, weight, setup)
         index = self._modelled_index()
         checkpointing = None
         if checkpoint is not None or resume_from is not None:
             checkpointing = {"checkpoint": checkpoint, "checkpoint_every": checkpoint_every,
                              "resume_from": resume_from}
         self._train(targets[:, index], self.columns_, context=X, weight=weight,
-                    checkpointing=checkpointing)
+                    checkpointing=checkpointing,
+                    pooled=None if pooled is None else pooled.select(index))
         return self
 
     def _check_features(self, X: Any) -> np.ndarray:
@@ -718,6 +768,21 @@ class ConditionalFlowDensity(_FlowEstimator):
 # ---------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------
+
+
+def _sharded_setup(sharded: bool) -> DistributedSetup | None:
+    """Return this process's setup for a sharded fit, or None to fit as one process.
+
+    A sharded fit joins the process group here, because the column statistics need it
+    before training starts.
+    """
+    if not sharded:
+        return None
+    setup = distributed.detect()
+    if not setup.enabled:
+        return None
+    distributed.initialize(setup)
+    return setup
 
 
 def _validation_loss(history: History) -> float:

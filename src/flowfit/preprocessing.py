@@ -19,16 +19,21 @@ whether it is constant; :func:`build_flow` turns those choices into a
 from __future__ import annotations
 
 __all__ = [
+    "POOLED_SAMPLE_ROWS",
     "Column",
+    "PooledSample",
     "build_flow",
     "choose_columns",
+    "choose_columns_sharded",
     "clip_to_support",
     "context_statistics",
+    "context_statistics_sharded",
     "default_flow",
     "default_flow_options",
     "detect_grid",
     "make_flow",
     "outside_support",
+    "pool_sample",
     "size_candidates",
     "standardised",
 ]
@@ -36,7 +41,7 @@ __all__ = [
 import inspect
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -48,6 +53,8 @@ from flowfit.distributions import Flow, StandardNormal
 from flowfit.errors import DataError
 from flowfit.flows import PRESETS, build_bijection
 from flowfit.tails import choose_base, spline_bound
+from flowfit.training import distributed
+from flowfit.training.distributed import DistributedSetup
 
 # A grid step and the values must agree to this many steps for a column to count as
 # rounded. The slack absorbs decimal steps such as 0.1, which binary floats cannot
@@ -512,6 +519,238 @@ def _to_real_line(x: np.ndarray, low: float, high: float) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------
+# Statistics over shards
+# ---------------------------------------------------------------------------------
+
+# The maximum number of rows that the processes of a sharded run pool for the choices
+# that need the values themselves: grid step, log map, near-constant test, reference value and tail
+# index. A table of at most this many rows is pooled whole, so these choices equal
+# those of one process. The sample of 10 columns takes 8 MB in every process.
+POOLED_SAMPLE_ROWS = 100_000
+
+# Seeds the processes' draws of the pooled sample, together with their ranks, so that
+# the sample depends on the data and the number of processes only.
+POOLED_SAMPLE_SEED = 0
+
+
+@dataclass(frozen=True)
+class PooledSample:
+    """Rows pooled from every process of a sharded run, identical on every process.
+
+    Attributes:
+        values: A uniform sample of all processes' rows, of shape (n_sample, n_features),
+            in rank order and in file order within a rank.
+        weight: The sample's row weights, of shape (n_sample,), or None without weights.
+        minimum: Each column's smallest value over all rows, of shape (n_features,).
+        maximum: Each column's largest value over all rows, of shape (n_features,).
+        total_rows: The number of rows over all processes.
+    """
+
+    values: np.ndarray
+    weight: np.ndarray | None
+    minimum: np.ndarray
+    maximum: np.ndarray
+    total_rows: int
+
+    @property
+    def extremes(self) -> np.ndarray:
+        """The column minima and maxima as two rows, of shape (2, n_features)."""
+        return np.stack([self.minimum, self.maximum])
+
+    def select(self, index: np.ndarray) -> PooledSample:
+        """Return the sample of the columns ``index`` only."""
+        return PooledSample(self.values[:, index], self.weight, self.minimum[index],
+                            self.maximum[index], self.total_rows)
+
+
+def pool_sample(
+    values: np.ndarray,
+    sample_weight: np.ndarray | None,
+    setup: DistributedSetup,
+    *,
+    max_rows: int = POOLED_SAMPLE_ROWS,
+) -> PooledSample:
+    """Pool a uniform sample of every process's rows, and the exact column extremes.
+
+    Each process draws the same share of its rows (at least one row when it has any),
+    so the pooled sample has about ``max_rows`` rows, or all rows when the processes
+    hold at most ``max_rows`` in all. Every process calls this with its own ``values``
+    and gets the same result.
+
+    Arguments:
+        values: This process's rows, of shape (n_rows, n_features).
+        sample_weight: Their weights, of shape (n_rows,), or None in every process.
+        setup: This process's place in the run.
+        max_rows: The size of the pooled sample, about.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    rows = values.shape[0]
+    counted = distributed.all_reduce_sum(torch.tensor([rows], dtype=torch.int64), setup)
+    total = int(counted.item())
+    take = rows if total <= max_rows else min(rows, max(1, math.ceil(max_rows * rows / total)))
+    generator = np.random.default_rng(distributed.rank_seed(POOLED_SAMPLE_SEED, setup.rank))
+    chosen = np.sort(generator.choice(rows, size=take, replace=False))
+    weight = None if sample_weight is None else np.asarray(sample_weight, np.float64)[chosen]
+    parts = distributed.all_gather_object((values[chosen], weight), setup)
+    if len({part_weight is None for _, part_weight in parts}) > 1:
+        raise ValueError(
+            "Some processes passed sample_weight and others did not; pass it in every "
+            "process or in none."
+        )
+    pooled_weight = None
+    if parts[0][1] is not None:
+        pooled_weight = np.concatenate([part_weight for _, part_weight in parts])
+
+    lowest = values.min(axis=0) if rows else np.full(values.shape[1], math.inf)
+    highest = values.max(axis=0) if rows else np.full(values.shape[1], -math.inf)
+    minimum = -distributed.all_reduce_max(torch.from_numpy(-lowest), setup).numpy()
+    maximum = distributed.all_reduce_max(torch.from_numpy(highest), setup).numpy()
+    return PooledSample(
+        values=np.concatenate([part_values for part_values, _ in parts]),
+        weight=pooled_weight, minimum=minimum, maximum=maximum, total_rows=total,
+    )
+
+
+def choose_columns_sharded(
+    values: np.ndarray,
+    names: Sequence[str],
+    *,
+    setup: DistributedSetup,
+    support: Any = "auto",
+    grid: Any = "auto",
+    constant_columns: str = "raise",
+    sample_weight: np.ndarray | None = None,
+    dtype: torch.dtype = torch.float32,
+    max_sample_rows: int = POOLED_SAMPLE_ROWS,
+) -> tuple[list[Column], PooledSample]:
+    """Choose every column's preprocessing in a sharded run, identically in every process.
+
+    Each process passes its own rows. The rules are those of :func:`choose_columns`,
+    applied as follows:
+
+    * Over all rows, exactly: each column's smallest and largest value, which decide
+      the automatic support, the checks of a requested support, the constant test and
+      the spline bound. Whether every value lies on an automatically detected grid: a
+      column with values off the grid is treated as continuous. And ``loc`` and
+      ``scale``, the weighted mean and standard deviation after the support map,
+      summed over all rows in float64.
+    * On the sample of :func:`pool_sample`: the grid step, the skewness tests of the
+      log map, the near-constant test and the reference value.
+
+    Row numbers in the errors of :func:`choose_columns` count rows of the pooled sample.
+
+    Arguments:
+        values: This process's rows, of shape (n_rows, n_features), finite.
+        names: One name per column.
+        setup: This process's place in the run.
+        support: As in :func:`choose_columns`.
+        grid: As in :func:`choose_columns`.
+        constant_columns: As in :func:`choose_columns`.
+        sample_weight: This process's row weights, or None in every process.
+        dtype: As in :func:`choose_columns`.
+        max_sample_rows: The size of the pooled sample, about.
+
+    Returns:
+        The columns and the pooled sample, the same in every process.
+    """
+    names = [str(n) for n in names]
+    values = np.asarray(values, dtype=np.float64)
+    sample = pool_sample(values, sample_weight, setup, max_rows=max_sample_rows)
+    if sample.total_rows < 2:
+        raise DataError(
+            f"Training needs at least 2 rows; the processes hold {sample.total_rows} in all."
+        )
+    # The extremes enter with weight 0: they reach the range checks, but no mean,
+    # standard deviation or median.
+    sample_rows = sample.values.shape[0]
+    pooled = np.concatenate([sample.values, sample.extremes])
+    pooled_weight = np.concatenate(
+        [np.ones(sample_rows) if sample.weight is None else sample.weight, np.zeros(2)]
+    )
+    options = {"support": support, "constant_columns": constant_columns,
+               "sample_weight": pooled_weight, "dtype": dtype}
+    columns = choose_columns(pooled, names, grid=grid, **options)
+
+    grids = _per_column(grid, names, "grid")
+    off_grid = _count_off_grid(values, columns, grids, setup)
+    if off_grid.any():
+        continuous = [None if count else option for option, count in zip(grids, off_grid)]
+        rechosen = choose_columns(pooled, names, grid=continuous, **options)
+        for j, count in enumerate(off_grid):
+            if count:
+                grid_reason = (f"rounded to {columns[j].step:g} in a sample of the rows, but "
+                               f"{int(count)} value(s) lie off that grid, so treated as "
+                               "continuous")
+                reason = "; ".join(r for r in (grid_reason, rechosen[j].reason) if r)
+                columns[j] = replace(rechosen[j], reason=reason)
+    return _standardise_exactly(values, columns, sample_weight, setup), sample
+
+
+def context_statistics_sharded(
+    context: np.ndarray, sample_weight: np.ndarray | None, setup: DistributedSetup
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the weighted mean and standard deviation of each context column over all rows.
+
+    Each process passes its own rows. The sums run over all processes in float64, and a
+    constant column gets scale 1, as in :func:`context_statistics`.
+    """
+    context = np.asarray(context, dtype=np.float64)
+    weight = np.ones(context.shape[0]) if sample_weight is None else sample_weight
+    sums = _sum_over_processes(np.concatenate([[weight.sum()], weight @ context]), setup)
+    loc = sums[1:] / sums[0]
+    squares = _sum_over_processes(weight @ (context - loc) ** 2, setup)
+    scale = np.sqrt(squares / sums[0])
+    return loc, np.where(scale > 0, scale, 1.0)
+
+
+def _sum_over_processes(values: np.ndarray, setup: DistributedSetup) -> np.ndarray:
+    summed = distributed.all_reduce_sum(torch.as_tensor(values, dtype=torch.float64), setup)
+    return summed.numpy()
+
+
+def _count_off_grid(values: np.ndarray, columns: list[Column], grids: list[Any],
+                    setup: DistributedSetup) -> np.ndarray:
+    """Count, over all processes, the values off each automatically detected grid."""
+    counts = np.zeros(len(columns))
+    for j, (column, option) in enumerate(zip(columns, grids)):
+        if column.step > 0 and isinstance(option, str) and option == "auto":
+            counts[j] = np.count_nonzero(~_on_grid(values[:, j], column.step))
+    return _sum_over_processes(counts, setup)
+
+
+def _standardise_exactly(values: np.ndarray, columns: list[Column],
+                         weight: np.ndarray | None, setup: DistributedSetup) -> list[Column]:
+    """Return ``columns`` with loc and scale summed over all processes' rows."""
+    modelled = [j for j, column in enumerate(columns) if not column.dropped]
+    weight = np.ones(values.shape[0]) if weight is None else np.asarray(weight, np.float64)
+
+    def transformed(j: int) -> np.ndarray:
+        return _to_real_line(values[:, j], columns[j].low, columns[j].high)
+
+    # Two passes, as in _weighted_moments: the mean first, then the squared deviations
+    # from it, which keeps the variance accurate when the mean is large.
+    sums = _sum_over_processes(
+        np.array([weight.sum()] + [weight @ transformed(j) for j in modelled]), setup
+    )
+    loc = sums[1:] / sums[0]
+    squares = _sum_over_processes(
+        np.array([weight @ (transformed(j) - mean) ** 2 for j, mean in zip(modelled, loc)]),
+        setup,
+    )
+    scale = np.sqrt(squares / sums[0])
+
+    standardised_columns = list(columns)
+    for j, mean, spread in zip(modelled, loc, scale):
+        if not (spread > 0 and math.isfinite(spread) and math.isfinite(mean)):
+            raise DataError(
+                f"Column {columns[j].name!r} has no finite spread after its support map "
+                f"(standard deviation {spread:g}); choose another support for it."
+            )
+        standardised_columns[j] = replace(columns[j], loc=float(mean), scale=float(spread))
+    return standardised_columns
+
+
+# ---------------------------------------------------------------------------------
 # Support checks for scoring and sampling
 # ---------------------------------------------------------------------------------
 
@@ -579,6 +818,7 @@ def build_flow(
     dtype: torch.dtype = torch.float32,
     data: np.ndarray | None = None,
     tails: str = "normal",
+    extremes: np.ndarray | None = None,
 ) -> Flow:
     """Build the flow for the modelled (not dropped) ``columns``.
 
@@ -604,6 +844,10 @@ def build_flow(
             and a normal base.
         tails: "normal", "student-t" or "auto", as in :func:`flowfit.tails.choose_base`;
             "auto" and "student-t" need ``data``.
+        extremes: Each modelled column's smallest and largest training value, of shape
+            (2, n_modelled), for when ``data`` is a sample of the training rows: the
+            spline bound then covers these values too. The tail index uses ``data``
+            only.
     """
     modelled = [c for c in columns if not c.dropped]
     if not modelled:
@@ -616,7 +860,9 @@ def build_flow(
     if data is not None:
         z = standardised(data, modelled)
         if "bound" not in options and "bound" in inspect.signature(PRESETS[flow]).parameters:
-            options["bound"] = spline_bound(z)
+            covered = z if extremes is None else np.concatenate(
+                [z, standardised(extremes, modelled)])
+            options["bound"] = spline_bound(covered)
         base, base_reason = choose_base(z, tails)
     elif tails != "normal":
         raise ValueError(f"tails={tails!r} needs the training data; pass data=.")

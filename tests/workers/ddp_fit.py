@@ -11,6 +11,7 @@ import torch
 
 from flowfit import fit
 from flowfit.flows import MAF
+from flowfit.training.distributed import detect, shutdown
 
 
 def train() -> tuple[torch.nn.Module, object]:
@@ -32,3 +33,4 @@ if __name__ == "__main__":
         tensors = {name: t.detach().clone() for name, t in flow.state_dict().items()}
         tensors["val"] = torch.tensor(history.val)
         safetensors.torch.save_file(tensors, sys.argv[1])
+    shutdown(detect())

@@ -7,21 +7,23 @@ would have written. The checkpoint is deleted once the model is written.
 
 Under ``torchrun`` every process runs this command; they train one model with
 distributed data parallel, and only rank 0 writes files and prints. ``--nproc N``
-starts such a run on this machine.
+starts such a run on this machine. With ``--sharding auto``, the default, each process
+of such a run reads only its own block of rows of a ``.npy`` or Parquet file.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
-
-import os
-import subprocess
+import functools
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
 
+import torch
 import typer
 
 from flowfit.cli.common import (
+    USER_ERRORS,
     check_output,
     fail,
     parse_columns,
@@ -32,13 +34,22 @@ from flowfit.cli.common import (
 from flowfit.errors import CheckpointError, DataError
 from flowfit.estimators import ConditionalFlowDensity, FlowDensity
 from flowfit.flows import PRESETS
+from flowfit.io.shards import check_shardable, is_shardable, read_shard
 from flowfit.io.tables import read_table
 from flowfit.training import TrainingInterrupted
-from flowfit.training.distributed import detect, torchrun_command
+from flowfit.training.distributed import (
+    DistributedSetup,
+    all_reduce_sum,
+    detect,
+    run_local,
+    shutdown,
+)
 from flowfit.training.progress import PROGRESS_MODES
 
 # The exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
+
+SHARDING_MODES = ("auto", "off")
 
 
 def checkpoint_path(output: Path) -> Path:
@@ -46,7 +57,28 @@ def checkpoint_path(output: Path) -> Path:
     return output.with_name(output.name + ".ckpt")
 
 
+def _rank_in_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Prefix the user errors of a process in a distributed run with its rank.
+
+    Every process prints its own errors, so the prefix distinguishes the lines of
+    processes that fail alike and shows which process failed alone.
+    """
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        setup = detect()
+        if not setup.enabled:
+            return command(*args, **kwargs)
+        try:
+            return command(*args, **kwargs)
+        except USER_ERRORS as error:
+            raise fail(f"rank {setup.rank} of {setup.world_size}: {error}") from None
+
+    return wrapper
+
+
 @reports_errors
+@_rank_in_errors
 def fit_command(
     data: Annotated[Path, typer.Argument(help="Table to fit: .csv, .tsv, .txt, .npy or .parquet.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write.")],
@@ -113,6 +145,15 @@ def fit_command(
         typer.Option(min=1, help="Train on this many local processes with distributed "
                      "data parallel (starts torchrun)."),
     ] = 1,
+    sharding: Annotated[
+        str,
+        typer.Option(
+            help="How each process of a run with --nproc or torchrun gets its rows: auto "
+            "(each reads only its own block of rows of a .npy or Parquet file, and the "
+            "whole table of other formats) or off (each reads the whole table, and the "
+            "run takes the steps of a one-process run)."
+        ),
+    ] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
     force: Annotated[
         bool, typer.Option("--force", help="Replace OUTPUT, and any checkpoint, if they exist.")
@@ -124,16 +165,33 @@ def fit_command(
             f"expected one of {', '.join(PROGRESS_MODES)}; got {progress!r}.",
             param_hint="--progress",
         )
+    if sharding not in SHARDING_MODES:
+        raise typer.BadParameter(
+            f"expected one of {', '.join(SHARDING_MODES)}; got {sharding!r}.",
+            param_hint="--sharding",
+        )
     setup = detect()
     checkpoint = checkpoint_path(output)
     if setup.is_main:
         _check_targets(output, checkpoint, resume=resume, force=force)
     context_columns = parse_columns(context)
     targets = parse_columns(columns)
-    # Reading the table first means bad data fail here, once, before torchrun starts.
-    frame = read_table(data, None if targets is None else targets + (context_columns or []))
+    selected = None if targets is None else targets + (context_columns or [])
+    processes = setup.world_size if setup.enabled else nproc
+    sharded = processes > 1 and sharding == "auto" and is_shardable(data)
     if nproc > 1 and not setup.enabled:
+        # Bad data fail here, once, before torchrun starts. A sharded run checks the
+        # header only, so that this process does not load the whole table. Bad values
+        # are then reported by the process that reads them.
+        if sharded:
+            check_shardable(data, nproc, selected)
+        else:
+            read_table(data, selected)
         raise typer.Exit(_launch(nproc))
+    if sharded:
+        frame = read_shard(data, setup.rank, setup.world_size, selected).frame
+    else:
+        frame = read_table(data, selected)
 
     if context_columns is not None:
         missing = [name for name in context_columns if name not in frame.columns]
@@ -156,24 +214,35 @@ def fit_command(
     }
     try:
         if context_columns is None:
-            model.fit(frame, **checkpointing)
+            model.fit(frame, sharded=sharded, **checkpointing)
         else:
-            model.fit(frame[context_columns], frame[targets], **checkpointing)
+            model.fit(frame[context_columns], frame[targets], sharded=sharded,
+                      **checkpointing)
     except TrainingInterrupted as interrupt:
         if not setup.is_main:
             raise typer.Exit(EXIT_INTERRUPTED) from None
         raise _save_interrupted(model, output, interrupt, overwrite=force or resume) from None
-    if not setup.is_main:
-        return
-    model.save(output, overwrite=force or resume)
-    checkpoint.unlink(missing_ok=True)
-    if not quiet:
-        _print_summary(model, frame if context_columns is None else frame[targets], output,
-                       conditional_on=context_columns)
+    if setup.is_main:
+        model.save(output, overwrite=force or resume)
+        checkpoint.unlink(missing_ok=True)
+    # In a sharded run every process scores its own rows for the summary.
+    if not quiet and (setup.is_main or sharded):
+        fitted = frame if context_columns is None else frame[targets]
+        rows, mean_log_lik = _summary_scores(model, fitted, setup, sharded=sharded,
+                                             conditional=context_columns is not None)
+        if setup.is_main:
+            _print_summary(model, list(fitted.columns), rows, mean_log_lik, output,
+                           conditional_on=context_columns)
+    shutdown(setup)
 
 
 def _launch(nproc: int) -> int:
-    """Run this same command on ``nproc`` local processes through torchrun."""
+    """Run this same command on ``nproc`` local processes; return the exit status.
+
+    torchrun's launcher runs in this process (see
+    :func:`~flowfit.training.distributed.run_local`), so a failed process ends the run
+    with one error line that names its rank and exit code.
+    """
     arguments = []
     skip = False
     for argument in sys.argv[1:]:
@@ -186,12 +255,7 @@ def _launch(nproc: int) -> int:
         if argument.startswith("--nproc="):
             continue
         arguments.append(argument)
-    # Setting the thread count keeps torchrun from printing its OMP_NUM_THREADS notice.
-    environment = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    # NOTE: an error inside the processes still ends with torchrun's own traceback after
-    # flowfit's error line; input errors are caught before launching, above.
-    command = torchrun_command(nproc, arguments)
-    return subprocess.run(command, check=False, env=environment).returncode
+    return run_local(nproc, arguments)
 
 
 def _check_targets(output: Path, checkpoint: Path, *, resume: bool, force: bool) -> None:
@@ -231,12 +295,28 @@ def _save_interrupted(model: FlowDensity, output: Path, interrupt: TrainingInter
     return fail("; ".join(lines) + ".", code=EXIT_INTERRUPTED)
 
 
-def _print_summary(model, frame, output: Path, *, conditional_on: list[str] | None) -> None:
+def _summary_scores(model, fitted, setup: DistributedSetup, *, sharded: bool,
+                    conditional: bool) -> tuple[int, float | None]:
+    """Return the number of fitted rows and their mean log-likelihood (None if conditional).
+
+    In a sharded run both count the rows of every process, and every process must call
+    this.
+    """
+    total = 0.0 if conditional else model.score(fitted)
+    sums = torch.tensor([float(len(fitted)), total], dtype=torch.float64)
+    if sharded:
+        sums = all_reduce_sum(sums, setup)
+    rows = int(sums[0].item())
+    return rows, None if conditional else sums[1].item() / rows
+
+
+def _print_summary(model, columns: list[str], rows: int, mean_log_lik: float | None,
+                   output: Path, *, conditional_on: list[str] | None) -> None:
     history = model.history_
     rounded = [c.name for c in model.columns_ if c.step > 0 and not c.dropped]
     given = "" if conditional_on is None else f" given {', '.join(conditional_on)}"
-    typer.echo(f"fitted {model.preset_} flow to {len(frame)} rows x {frame.shape[1]} columns "
-               f"({', '.join(frame.columns)}){given}")
+    typer.echo(f"fitted {model.preset_} flow to {rows} rows x {len(columns)} columns "
+               f"({', '.join(columns)}){given}")
     if rounded:
         typer.echo(f"dequantised rounded columns: {', '.join(rounded)}")
     best = history.val[history.best_epoch] if history.val else history.train[-1]
@@ -245,7 +325,6 @@ def _print_summary(model, frame, output: Path, *, conditional_on: list[str] | No
     if history.recoveries:
         typer.echo(f"recovered from {history.recoveries} non-finite loss(es) by rolling "
                    "back and halving the learning rate")
-    if conditional_on is None:
-        mean_log_lik = model.score(frame) / len(frame)
+    if mean_log_lik is not None:
         typer.echo(f"mean log-likelihood on all rows: {mean_log_lik:.4f} nats/row")
     typer.echo(f"wrote {output}")

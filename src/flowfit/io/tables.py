@@ -7,10 +7,22 @@ states what to do.
 
 from __future__ import annotations
 
-__all__ = ["read_table", "check_frame", "select_columns"]
+__all__ = [
+    "check_data_file",
+    "check_frame",
+    "npy_columns",
+    "npy_frame",
+    "open_npy",
+    "parquet_columns",
+    "parquet_errors",
+    "read_table",
+    "select_columns",
+]
 
 import csv
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -43,14 +55,10 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFra
             infinite values in a selected column, or a named column is absent.
     """
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"Data file not found: {path}. Check the path and try again.")
-    if path.is_dir():
-        raise DataError(f"{path} is a folder; pass a data file (.csv, .npy or .parquet).")
-    _reject_binary_container(path)
+    check_data_file(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        frame = _read_npy(path)
+        frame = npy_frame(open_npy(path))
     elif suffix in {".parquet", ".pq"}:
         frame = _read_parquet(path)
     else:
@@ -75,8 +83,12 @@ def select_columns(frame: pd.DataFrame, columns: list[str] | None, *, source: st
     return frame[list(columns)]
 
 
-def check_frame(frame: pd.DataFrame, *, source: str) -> pd.DataFrame:
-    """Convert every column to float64 and reject empty tables, text, NaN and infinities."""
+def check_frame(frame: pd.DataFrame, *, source: str, first_row: int = 0) -> pd.DataFrame:
+    """Convert every column to float64 and reject empty tables, text, NaN and infinities.
+
+    ``first_row`` is the position of the frame's first row in the file, counted from 0,
+    so that messages about a part of a file give the row numbers of the whole file.
+    """
     if frame.shape[1] == 0:
         raise DataError(f"{source} has no columns.")
     if frame.shape[0] == 0:
@@ -90,12 +102,12 @@ def check_frame(frame: pd.DataFrame, *, source: str) -> pd.DataFrame:
             row = int(np.flatnonzero(bad_text.to_numpy())[0])
             raise DataError(
                 f"Column {name!r} of {source} holds text: {column.iloc[row]!r} in data row "
-                f"{row + 1}. Remove or fix that value, or leave the column out with --columns."
+                f"{first_row + row + 1}. Remove or fix that value, or leave the column out with --columns."
             )
         values = numbers.to_numpy(dtype="float64")
         missing = ~np.isfinite(values)
         if bool(missing.any()):
-            rows = (np.flatnonzero(missing)[:5] + 1).tolist()
+            rows = (np.flatnonzero(missing)[:5] + first_row + 1).tolist()
             kind = "missing or NaN" if np.isnan(values[missing][0]) else "infinite"
             raise DataError(
                 f"Column {name!r} of {source} has {int(missing.sum())} {kind} value(s), "
@@ -103,6 +115,19 @@ def check_frame(frame: pd.DataFrame, *, source: str) -> pd.DataFrame:
             )
         out[str(name)] = values
     return pd.DataFrame(out, index=range(frame.shape[0]))
+
+
+def check_data_file(path: Path) -> None:
+    """Raise DataError unless ``path`` is an existing file that may hold a table.
+
+    Folders, flowfit model files and checkpoints, pickles and zip archives are rejected
+    with a message that names the kind of file.
+    """
+    if not path.exists():
+        raise DataError(f"Data file not found: {path}. Check the path and try again.")
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; pass a data file (.csv, .npy or .parquet).")
+    _reject_binary_container(path)
 
 
 def _reject_binary_container(path: Path) -> None:
@@ -214,13 +239,22 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _read_npy(path: Path) -> pd.DataFrame:
+def open_npy(path: Path, *, mmap: bool = False) -> np.ndarray:
+    """Open a ``.npy`` file as a 2-D numeric array of shape (rows, columns).
+
+    A 1-D array becomes one column. With ``mmap``, the array is memory-mapped read-only,
+    so only its header is read here and its values are read when they are used.
+
+    Raises:
+        DataError: The file is not a ``.npy`` file, contains pickled objects or values
+            that are not numbers, or has more than 2 dimensions.
+    """
     with path.open("rb") as handle:
         magic = handle.read(6)
     if magic != b"\x93NUMPY":
         raise DataError(f"{path} is not a .npy file: it does not start with the NumPy magic.")
     try:
-        array = np.load(path, allow_pickle=False)
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except ValueError as error:
         raise DataError(f"{path} is not a readable .npy array of numbers: {error}.") from None
     except Exception as error:  # noqa: BLE001
@@ -237,15 +271,26 @@ def _read_npy(path: Path) -> pd.DataFrame:
         raise DataError(
             f"{path} contains an array of shape {array.shape}; expected (rows, columns)."
         )
-    return pd.DataFrame(array, columns=[f"x{i}" for i in range(array.shape[1])])
+    return array
 
 
-def _read_parquet(path: Path) -> pd.DataFrame:
+def npy_frame(array: np.ndarray) -> pd.DataFrame:
+    """Return the rows of a 2-D array as a frame with the columns ``x0, x1, ...``."""
+    return pd.DataFrame(np.asarray(array), columns=npy_columns(array.shape[1]))
+
+
+def npy_columns(width: int) -> list[str]:
+    """Return the names that the columns of a ``.npy`` array get: ``x0, x1, ...``."""
+    return [f"x{i}" for i in range(width)]
+
+
+@contextmanager
+def parquet_errors(path: Path) -> Iterator[None]:
+    """Turn the errors of reading the Parquet file ``path`` into DataError."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(path).to_pandas()
+        yield
     except (pa.ArrowException, OSError) as error:
         raise DataError(f"{path} is not a readable Parquet file ({error}).") from None
     except Exception as error:  # noqa: BLE001
@@ -254,3 +299,21 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         raise DataError(
             f"{path} is not a readable Parquet file ({type(error).__name__}: {error})."
         ) from None
+
+
+def parquet_columns(schema) -> list[str]:
+    """Return the data columns of a Parquet file's Arrow ``schema``, in file order.
+
+    A pandas index stored as a column is left out, as ``to_pandas`` makes it the
+    index and not a column.
+    """
+    metadata = schema.pandas_metadata or {}
+    index = {name for name in metadata.get("index_columns", []) if isinstance(name, str)}
+    return [name for name in schema.names if name not in index]
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    with parquet_errors(path):
+        return pq.read_table(path).to_pandas()

@@ -12,9 +12,12 @@ from __future__ import annotations
 __all__ = ["History", "TrainingError", "TrainingInterrupted", "fit", "split_indices"]
 
 import copy
+import gc
+import hashlib
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -81,7 +84,11 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 @dataclass
 class _Data:
-    """The rows of one run, split once into training and validation rows."""
+    """The rows of one run, split once into training and validation rows.
+
+    In a sharded run these are this process's rows; ``train_rows``, ``val_rows`` and
+    ``steps`` count over all processes either way.
+    """
 
     x: Tensor
     context: Tensor | None
@@ -93,6 +100,10 @@ class _Data:
     weight_val: Tensor | None
     batch: int
     grid: Tensor | None
+    train_rows: int
+    val_rows: int
+    steps: int
+    sharded: bool = False
     setup: DistributedSetup = field(default_factory=DistributedSetup)
 
 
@@ -140,6 +151,7 @@ def fit(
     checkpoint_every: int = 10,
     resume_from: str | Path | None = None,
     distributed_setup: DistributedSetup | None = None,
+    sharded: bool = False,
 ) -> History:
     r"""Fit ``flow`` to the rows of ``x`` by minimising the mean negative log-likelihood.
 
@@ -192,6 +204,15 @@ def fit(
             process passes the same data and seed; each computes its share of every
             global batch of ``batch_size`` rows, DistributedDataParallel averages the
             gradients, and only rank 0 shows progress and writes checkpoints.
+        sharded: Whether each process passes only its own rows, in a run on several
+            processes. Each process then splits its rows into training and validation
+            rows and shuffles them with a random stream of its own, derived from
+            ``seed`` and its rank. The processes agree on the number of steps per
+            epoch, ``ceil(training rows / batch_size)`` over all processes, and each
+            step takes an equal part of every process's shuffled rows. The loss is the
+            weighted mean over all processes' rows of the step, and the validation loss
+            over all their validation rows. Resuming needs the same number of
+            processes and the same rows in each. Ignored in a single process.
 
     Returns:
         The :class:`History` of the run.
@@ -206,13 +227,19 @@ def fit(
     if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be a positive integer; got {checkpoint_every!r}.")
     checkpoint = None if checkpoint is None else Path(checkpoint)
-    x, context, sample_weight = _check_inputs(flow, x, context, sample_weight)
     setup = distributed.detect() if distributed_setup is None else distributed_setup
-    distributed.initialize(setup)
+    sharded = sharded and setup.enabled
+    x, context, sample_weight = _check_inputs(flow, x, context, sample_weight, sharded=sharded)
+    device = _device_of(flow, x)
+    distributed.initialize(setup, device)
     generator = torch.Generator().manual_seed(seed)
-    data = _split(flow, x, context, sample_weight, val_fraction, batch_size, generator)
+    if sharded:
+        data = _split_shard(flow, x, context, sample_weight, val_fraction, batch_size, seed,
+                            setup)
+    else:
+        data = _split(flow, x, context, sample_weight, val_fraction, batch_size, generator)
     data.setup = setup
-    model = distributed.wrap(flow, setup)
+    model = distributed.wrap(flow, setup, device)
     if not setup.is_main:
         show_progress = False
         checkpoint = None
@@ -223,8 +250,11 @@ def fit(
         "weight_decay": weight_decay, "lr_schedule": lr_schedule,
         "val_fraction": val_fraction, "patience": patience, "clip_norm": clip_norm,
         "max_recoveries": max_recoveries, "seed": seed, "dtype": str(x.dtype),
-        "data_sha256": _data_sha256(x, context, sample_weight),
+        "data_sha256": _data_sha256(x, context, sample_weight, setup, sharded=sharded),
     }
+    if sharded:
+        # The shards, and so each process's split, depend on the number of processes.
+        settings["shards"] = setup.world_size
 
     state = _Progress()
     if resume_from is not None:
@@ -237,7 +267,7 @@ def fit(
     start = time.perf_counter() - history.seconds
     reporter = make_progress(
         progress if show_progress else "quiet", max_epochs=max_epochs,
-        rows_per_epoch=int(data.train_idx.numel()), initial_epoch=state.epoch,
+        rows_per_epoch=data.train_rows, initial_epoch=state.epoch,
     )
     at_epoch_start = None
     try:
@@ -262,6 +292,12 @@ def fit(
     finally:
         best = history.best_epoch + 1 if history.best_epoch >= 0 else None
         reporter.close(best_epoch=best, stopped_early=history.stopped_early)
+        if setup.enabled:
+            # DistributedDataParallel keeps hooks on the flow's parameters until it is
+            # collected. Collecting it now, while the process group exists, keeps its
+            # teardown out of interpreter exit, where processes were seen to abort.
+            del model
+            gc.collect()
 
     _keep_best(flow, state)
     history.seconds = time.perf_counter() - start
@@ -271,14 +307,51 @@ def fit(
 def _split(flow, x, context, weight, val_fraction, batch_size, generator) -> _Data:
     train_idx, val_idx = split_indices(x.shape[0], val_fraction, generator)
     batch = train_idx.numel() if batch_size is None else min(batch_size, train_idx.numel())
-    grid = flow.grid
+    return _make_data(flow, x, context, weight, train_idx, val_idx, generator, batch=batch,
+                      train_rows=train_idx.numel(), val_rows=val_idx.numel())
+
+
+def _make_data(flow, x, context, weight, train_idx: Tensor, val_idx: Tensor,
+               generator: torch.Generator, *, batch: int, train_rows: int, val_rows: int
+               ) -> _Data:
+    """Return the run's rows with the validation rows dequantised once, from ``generator``."""
     return _Data(
         x=x, context=context, weight=weight, train_idx=train_idx, val_idx=val_idx,
-        x_val=_dequantize(x[val_idx], grid, generator),
+        x_val=_dequantize(x[val_idx], flow.grid, generator),
         context_val=None if context is None else context[val_idx],
         weight_val=None if weight is None else weight[val_idx],
-        batch=batch, grid=grid,
+        batch=batch, grid=flow.grid, train_rows=train_rows, val_rows=val_rows,
+        steps=math.ceil(train_rows / batch),
     )
+
+
+def _split_shard(flow, x, context, weight, val_fraction, batch_size, seed: int,
+                 setup: DistributedSetup) -> _Data:
+    """Split this process's rows with its own stream; count the rows over all processes."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction}.")
+    generator = torch.Generator().manual_seed(distributed.rank_seed(seed, setup.rank))
+    order = torch.randperm(x.shape[0], generator=generator)
+    n_val = round(x.shape[0] * val_fraction)
+    train_idx, val_idx = order[n_val:], order[:n_val]
+    local_weight = x.shape[0] if weight is None else float(weight.sum())
+    counts = torch.tensor([train_idx.numel(), n_val, x.shape[0], local_weight],
+                          dtype=torch.float64)
+    train_rows, val_rows, rows, total_weight = distributed.all_reduce_sum(counts, setup).tolist()
+    if rows < 2:
+        raise DataError(f"Training needs at least 2 rows; the processes hold {rows:.0f} in all.")
+    if train_rows < 1:
+        raise DataError(
+            f"{rows:.0f} rows leave none for training with val_fraction={val_fraction}."
+        )
+    if not total_weight > 0:
+        raise DataError("sample_weight must not be 0 on every row of every process.")
+    train_rows, val_rows = int(train_rows), int(val_rows)
+    batch = train_rows if batch_size is None else min(batch_size, train_rows)
+    data = _make_data(flow, x, context, weight, train_idx, val_idx, generator, batch=batch,
+                      train_rows=train_rows, val_rows=val_rows)
+    data.sharded = True
+    return data
 
 
 def _make_scheduler(optimizer, lr_schedule: str, max_epochs: int):
@@ -294,7 +367,19 @@ def _dequantize(x: Tensor, grid: Tensor | None, generator: torch.Generator) -> T
     if grid is None:
         return x
     noise = torch.rand(x.shape, generator=generator, dtype=x.dtype) - 0.5
-    return x + noise * grid.to(x.dtype)
+    return x + noise.to(x.device) * grid.to(x.dtype)
+
+
+def _device_of(flow: Flow, x: Tensor) -> torch.device:
+    """Return the device that training runs on: the flow's, which must hold the data too."""
+    parameter = next(flow.parameters(), None)
+    device = x.device if parameter is None else parameter.device
+    if x.device != device:
+        raise ValueError(
+            f"The flow is on {device} but x is on {x.device}; move both to one device, "
+            f"for example with flow.to(x.device)."
+        )
+    return device
 
 
 def _grads_finite(flow: Flow) -> bool:
@@ -307,29 +392,23 @@ def _train_epoch(flow, model, optimizer, data: _Data, clip_norm, generator) -> f
     """Run one epoch; return the mean training loss, or None after a non-finite step.
 
     ``model`` computes the flow's log-density, wrapped in DistributedDataParallel when
-    several processes train. Each process evaluates its share of every global batch,
+    several processes train. Each process evaluates its rows of every global batch,
     and its summed loss is scaled by ``world_size / global_weight``, so that the
     averaged gradient is the gradient of the global batch's weighted mean loss.
     """
     setup = data.setup
     flow.train()
     try:
-        order = data.train_idx[torch.randperm(data.train_idx.numel(), generator=generator)]
         totals = torch.zeros(2, dtype=torch.float64)  # summed weighted loss, summed weight
-        for start in range(0, order.numel(), data.batch):
-            batch = order[start:start + data.batch]
-            noise = _cell_noise(batch.numel(), data, generator)
-            idx = distributed.shard(batch, setup)
-            mine = distributed.shard(torch.arange(batch.numel()), setup)
-            xb = data.x[idx] if noise is None else data.x[idx] + noise[mine]
-            cb = None if data.context is None else data.context[idx]
-            weight = torch.ones(idx.numel(), dtype=xb.dtype) if data.weight is None \
-                else data.weight[idx]
-            batch_weight = batch.numel() if data.weight is None else data.weight[batch].sum()
+        for xb, cb, weight in _local_batches(data, generator):
             summed = -(weight * model(xb, cb)).sum()
-            loss = summed * setup.world_size / batch_weight
-            if not _finite_everywhere(loss, setup):
+            local_weight = weight.sum().double()
+            finite, batch_weight = _reduce_step(summed, local_weight, setup)
+            if not finite:
                 return None
+            if not batch_weight > 0:
+                continue  # every row of this global batch has weight 0
+            loss = summed * setup.world_size / batch_weight
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if not _grads_finite(flow):
@@ -337,27 +416,71 @@ def _train_epoch(flow, model, optimizer, data: _Data, clip_norm, generator) -> f
             if clip_norm is not None:
                 torch.nn.utils.clip_grad_norm_(flow.parameters(), clip_norm)
             optimizer.step()
-            totals += torch.stack([summed.detach().double(), weight.sum().double()])
+            totals += torch.stack([summed.detach().double(), local_weight]).cpu()
     finally:
         flow.eval()
     totals = distributed.all_reduce_sum(totals, setup)
     return (totals[0] / totals[1]).item()
 
 
+def _local_batches(data: _Data, generator: torch.Generator
+                   ) -> Iterator[tuple[Tensor, Tensor | None, Tensor]]:
+    """Yield this process's rows of each step of one epoch: values, context and weights.
+
+    Every process yields ``data.steps`` batches, some possibly empty, so all take the
+    same number of optimizer steps.
+    """
+    if data.sharded:
+        # Each process shuffles its own rows with a stream seeded from the shared
+        # generator, so a checkpoint of that one generator restores every stream.
+        epoch_seed = int(torch.randint(2**62, (1,), generator=generator).item())
+        own = torch.Generator().manual_seed(distributed.rank_seed(epoch_seed, data.setup.rank))
+        order = data.train_idx[torch.randperm(data.train_idx.numel(), generator=own)]
+        for step in range(data.steps):
+            # Integer bounds split the rows into parts that differ by at most one row.
+            start = step * order.numel() // data.steps
+            stop = (step + 1) * order.numel() // data.steps
+            rows = order[start:stop]
+            yield _batch_rows(data, rows, _cell_noise(rows.numel(), data, own))
+        return
+    order = data.train_idx[torch.randperm(data.train_idx.numel(), generator=generator)]
+    for start in range(0, order.numel(), data.batch):
+        batch = order[start:start + data.batch]
+        # Every process draws the noise of the whole global batch, so the shared
+        # generators stay in step.
+        noise = _cell_noise(batch.numel(), data, generator)
+        rows = distributed.shard(batch, data.setup)
+        mine = distributed.shard(torch.arange(batch.numel()), data.setup)
+        yield _batch_rows(data, rows, None if noise is None else noise[mine])
+
+
+def _batch_rows(data: _Data, rows: Tensor, noise: Tensor | None
+                ) -> tuple[Tensor, Tensor | None, Tensor]:
+    x = data.x[rows] if noise is None else data.x[rows] + noise
+    context = None if data.context is None else data.context[rows]
+    weight = torch.ones(rows.numel(), dtype=x.dtype, device=x.device) \
+        if data.weight is None else data.weight[rows]
+    return x, context, weight
+
+
 def _cell_noise(rows: int, data: _Data, generator: torch.Generator) -> Tensor | None:
     # Uniform noise over each value's grid cell turns rounded data into a continuous
-    # sample whose density, averaged over the cell, is the cell's probability. Every
-    # process draws the noise of the whole global batch, so the generators stay in step.
+    # sample whose density, averaged over the cell, is the cell's probability.
     if data.grid is None:
         return None
     noise = torch.rand((rows, data.x.shape[1]), generator=generator, dtype=data.x.dtype) - 0.5
-    return noise * data.grid.to(data.x.dtype)
+    return noise.to(data.x.device) * data.grid.to(data.x.dtype)
 
 
-def _finite_everywhere(loss: Tensor, setup: DistributedSetup) -> bool:
-    """Return whether the loss is finite in every process, so all skip a bad step alike."""
-    finite = torch.tensor([float(bool(torch.isfinite(loss)))])
-    return bool(distributed.all_reduce_sum(finite, setup).item() == setup.world_size)
+def _reduce_step(summed: Tensor, local_weight: Tensor, setup: DistributedSetup
+                 ) -> tuple[bool, float]:
+    """Return whether the loss is finite in every process, and the global batch's weight.
+
+    One all-reduce carries both, so all processes skip a bad step alike.
+    """
+    finite = torch.isfinite(summed.detach()).double()
+    reduced = distributed.all_reduce_sum(torch.stack([finite, local_weight]), setup)
+    return bool(reduced[0].item() == setup.world_size), reduced[1].item()
 
 
 def _end_epoch(flow, data: _Data, train_loss: float, progress: _Progress,
@@ -370,7 +493,7 @@ def _end_epoch(flow, data: _Data, train_loss: float, progress: _Progress,
     epoch = progress.epoch
     history.train.append(train_loss)
     progress.epoch += 1
-    if data.val_idx.numel() == 0:
+    if data.val_rows == 0:
         history.best_epoch = epoch
         return None
 
@@ -395,11 +518,13 @@ def _end_epoch(flow, data: _Data, train_loss: float, progress: _Progress,
 
 def _validation_loss(flow: Flow, data: _Data) -> float:
     """Return the weighted mean validation NLL; processes share the rows and the sums."""
-    rows = distributed.shard(torch.arange(data.val_idx.numel()), data.setup)
+    rows = torch.arange(data.val_idx.numel())
+    if not data.sharded:
+        rows = distributed.shard(rows, data.setup)
     x = data.x_val[rows]
     context = None if data.context_val is None else data.context_val[rows]
-    weight = torch.ones(rows.numel(), dtype=x.dtype) if data.weight_val is None \
-        else data.weight_val[rows]
+    weight = torch.ones(rows.numel(), dtype=x.dtype, device=x.device) \
+        if data.weight_val is None else data.weight_val[rows]
     with torch.no_grad():
         log_prob = flow.log_density(x, context)
         sums = torch.stack([-(weight * log_prob).sum().double(), weight.sum().double()])
@@ -532,23 +657,34 @@ def _check_settings(saved: dict[str, Any], settings: dict[str, Any], path) -> No
     )
 
 
-def _data_sha256(x: Tensor, context: Tensor | None, weight: Tensor | None) -> str:
+def _data_sha256(x: Tensor, context: Tensor | None, weight: Tensor | None,
+                 setup: DistributedSetup, *, sharded: bool) -> str:
+    """Return the data's fingerprint; in a sharded run it covers every process's rows."""
     tensors = {"x": x}
     if context is not None:
         tensors["context"] = context
     if weight is not None:
         tensors["weight"] = weight
-    return tensors_sha256(tensors)
+    digest = tensors_sha256(tensors)
+    if not sharded:
+        return digest
+    digests = distributed.all_gather_object(digest, setup)
+    return hashlib.sha256(" ".join(digests).encode()).hexdigest()
 
 
-def _check_inputs(flow, x, context, weight):
+def _check_inputs(flow, x, context, weight, *, sharded: bool = False):
+    """Return the inputs as tensors of the flow's dtype, or raise DataError.
+
+    In a sharded run a process may hold fewer than 2 rows, even none. The row count
+    over all processes is checked when the rows are split.
+    """
     dtype = next(flow.parameters()).dtype
     x = torch.as_tensor(x, dtype=dtype)
     if x.ndim != 2 or x.shape[1] != flow.features:
         raise DataError(
             f"Expected data of shape (N, {flow.features}); got {tuple(x.shape)}."
         )
-    if x.shape[0] < 2:
+    if x.shape[0] < 2 and not sharded:
         raise DataError(f"Training needs at least 2 rows; got {x.shape[0]}.")
     if not bool(torch.all(torch.isfinite(x))):
         rows = torch.nonzero(~torch.isfinite(x).all(1)).flatten()[:5].tolist()
@@ -572,6 +708,8 @@ def _check_inputs(flow, x, context, weight):
             raise DataError(
                 f"Expected sample_weight of shape ({x.shape[0]},); got {tuple(weight.shape)}."
             )
-        if not bool(torch.all(torch.isfinite(weight) & (weight >= 0))) or weight.sum() <= 0:
+        valid = bool(torch.all(torch.isfinite(weight) & (weight >= 0)))
+        # In a sharded run one process's weights may all be 0; _split_shard checks the sum.
+        if not valid or (weight.sum() <= 0 and not sharded):
             raise DataError("sample_weight must be finite, non-negative and not all zero.")
     return x, context, weight
