@@ -150,14 +150,19 @@ def main(argv: list[str] | None = None) -> None:
                          **details})
             print(f"{name:11s} fold {k:2d}  flowfit {flow:8.3f}  gaussian {gaussian:8.3f}  "
                   f"({seconds:.0f} s)", flush=True)
+            _write(args.output, runs)
         done = [r for r in runs if r["dataset"] == name]
         print(f"{name:11s} mean over {len(done)} folds: flowfit "
               f"{np.mean([r['flowfit'] for r in done]):.3f}, gaussian "
               f"{np.mean([r['gaussian'] for r in done]):.3f}, paper best {PAPER_BEST[name]}",
               flush=True)
 
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(
+
+
+def _write(path: Path, runs: list[dict]) -> None:
+    """Write the runs so far, so that a long run interrupted part way keeps its folds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(
         {"paper_best": PAPER_BEST, "paper_gaussian": PAPER_GAUSSIAN,
          "environment": environment(), "runs": runs}, indent=1,
     ) + "\n")

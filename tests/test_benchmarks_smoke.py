@@ -167,3 +167,42 @@ def test_make_tables_fills_docs_blocks(tmp_path):
     assert "| normal | 1 |" in text
     assert "| banknote | 4 |" in text
     assert "flowfit / fastest peer" in text
+
+
+@pytest.mark.skipif("zuko" not in INSTALLED, reason="speed_floor.py compares against zuko")
+def test_speed_floor_script_prints_ratios(capsys):
+    import speed_floor
+
+    speed_floor.main(["--features", "3", "--repeats", "1"])
+    printed = capsys.readouterr().out
+
+    assert "log_prob, batch 4096: bare stack" in printed
+    assert "train step, batch 512: bare stack" in printed
+    assert printed.count("largest possible speed-up over zuko") == 2
+
+
+def test_danish_fire_script_one_split(tmp_path):
+    import danish_fire
+
+    output = tmp_path / "danish_fire.json"
+    danish_fire.main(["--seeds", "0", "--output", str(output)])
+    runs = {run["model"]: run for run in json.loads(output.read_text())["runs"]}
+
+    assert set(runs) == {"pareto", "lognormal", "flowfit", "flowfit-normal-base",
+                         "flowfit-lower-limit"}
+    assert runs["pareto"]["alpha"] > 1
+    assert "(0.999, inf)" in runs["flowfit-lower-limit"]["support"]
+    for run in runs.values():
+        assert math.isfinite(run["test_log_likelihood"])
+
+
+def test_rnade_script_one_fold(tmp_path):
+    import rnade
+
+    output = tmp_path / "rnade.json"
+    rnade.main(["--datasets", "boston", "--folds", "1", "--output", str(output)])
+    (run,) = json.loads(output.read_text())["runs"]
+
+    assert run["dataset"] == "boston"
+    assert run["features"] == 10
+    assert run["flowfit"] > run["gaussian"]
