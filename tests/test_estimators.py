@@ -245,9 +245,20 @@ def test_save_load_keeps_columns_and_scores(tmp_path):
 
     assert loaded.columns_ == model.columns_
     assert loaded.get_params() == model.get_params()
+    assert loaded.tails_ == model.tails_
     assert np.array_equal(loaded.score_samples(probe), model.score_samples(probe))
     assert loaded.score_samples(probe)[-1] == -math.inf
     assert loaded.sample(10, random_state=1).equals(model.sample(10, random_state=1))
+
+
+def test_save_load_keeps_tail_choice(tmp_path):
+    heavy = np.random.default_rng(0).standard_t(2.0, size=(2000, 1))
+    model = FlowDensity(max_epochs=2).fit(heavy)
+    path = tmp_path / "heavy.flowfit"
+    model.save(path)
+
+    assert model.tails_.startswith("Student's t base; Hill tail indices below 4")
+    assert FlowDensity.load(path).tails_ == model.tails_
 
 
 def test_inspect_prints_column_choices(tmp_path):

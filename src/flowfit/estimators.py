@@ -316,6 +316,7 @@ class _FlowEstimator(BaseEstimator):
             "params": _jsonable(self.get_params()),
             "preset": self.preset_,
             "flow_options": _jsonable(self.flow_options_),
+            "tails": self.tails_,
             "size_search": _jsonable(self.size_search_),
             "history": self.history_.to_dict(),
         }
@@ -349,6 +350,8 @@ class _FlowEstimator(BaseEstimator):
         model.preset_ = metadata.get("preset", params.get("flow", "spline"))
         model.flow_options_ = metadata.get("flow_options", params.get("flow_options") or {})
         model.size_search_ = metadata.get("size_search", [])
+        # Files written before the reason was stored still name the base.
+        model.tails_ = metadata.get("tails", type(flow.base).__name__)
         return model, flow, metadata
 
     def __sklearn_tags__(self):
