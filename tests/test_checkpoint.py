@@ -366,3 +366,10 @@ def test_cli_leftover_checkpoint_needs_resume_or_force(table, tmp_path):
     assert forced.exit_code == 0, forced.output
     assert output.exists()
     assert not checkpoint.exists()
+
+
+def test_resume_on_other_process_count_names_it(tmp_path):
+    stored = {"settings": {"shards": 2, "data_sha256": "a"}}
+
+    with pytest.raises(CheckpointError, match="sharded run on 2 processes; resume it on 2"):
+        loop._check_settings(stored, {"shards": 3, "data_sha256": "b"}, tmp_path / "run.ckpt")

@@ -199,3 +199,14 @@ def test_truncated_model_fails_cleanly(model, tmp_path):
     result = invoke("score", damaged, data)
 
     assert_one_error_line(result, "is corrupt")
+
+
+def test_fit_missing_output_folder_fails_before_training(tmp_path):
+    data = table(tmp_path, good_rows())
+    output = tmp_path / "no-such-folder" / "model.flowfit"
+
+    result = invoke("fit", data, "-o", output, "--epochs", 500, "--progress", "quiet")
+
+    assert_one_error_line(result, "no-such-folder", "does not exist; create it")
+    assert "epochs:" not in result.stdout
+    assert not output.parent.exists()

@@ -188,7 +188,7 @@ def test_shardable_check_reads_header_only(tmp_path, table):
     assert check_shardable(path, 2) == 1003
     with pytest.raises(DataError, match=r"Column 'zz' not found .* columns: x0, x1, x2"):
         check_shardable(path, 2, ["x0", "zz"])
-    with pytest.raises(DataError, match="has 1003 rows, fewer than the 2000 processes"):
+    with pytest.raises(DataError, match=r"has 1003 row\(s\), fewer than the 2000 processes"):
         check_shardable(path, 2000)
 
 

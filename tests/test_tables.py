@@ -12,7 +12,7 @@ import torch
 from flowfit import make_flow
 from flowfit.errors import DataError
 from flowfit.io.model_file import save_flow
-from flowfit.io.tables import read_table
+from flowfit.io.tables import open_npy, read_table
 from flowfit.training.checkpoint import save_checkpoint
 
 
@@ -175,3 +175,12 @@ def test_npy_object_array_rejected_without_unpickling(tmp_path):
 
     with pytest.raises(DataError, match="not a readable .npy array"):
         read_table(path)
+
+
+def test_truncated_npy_names_the_fix(tmp_path):
+    path = tmp_path / "table.npy"
+    np.save(path, np.ones((100, 3)))
+    path.write_bytes(path.read_bytes()[:-400])
+
+    with pytest.raises(DataError, match="truncated. Save the table again with numpy.save"):
+        open_npy(path, mmap=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import io
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -93,10 +94,21 @@ def load_model(path: Path) -> FlowDensity | ConditionalFlowDensity:
 
 
 def check_output(output: Path | None, *, force: bool) -> None:
-    """Stop before any work if ``output`` exists and may not be replaced."""
-    if output is not None and output.exists() and not force:
+    """Stop before any work if ``output`` cannot be written or may not be replaced."""
+    if output is None:
+        return
+    if output.exists() and not force:
         raise FileExistsError(
             f"{output} already exists; choose another name or pass --force to replace it."
+        )
+    folder = output.parent
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"The folder {folder} of {output} does not exist; create it or choose another path."
+        )
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(
+            f"The folder {folder} of {output} is not writable; choose another path."
         )
 
 

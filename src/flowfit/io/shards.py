@@ -214,7 +214,7 @@ def _check_rows(path: Path, names: list[str], columns: list[str] | None, total: 
         check_frame(header, source=str(path))
     if total < world_size:
         raise DataError(
-            f"{path} has {total} rows, fewer than the {world_size} processes that would "
+            f"{path} has {total} row(s), fewer than the {world_size} processes that would "
             "share it. Run fewer processes."
         )
 

@@ -256,7 +256,13 @@ def open_npy(path: Path, *, mmap: bool = False) -> np.ndarray:
     try:
         array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except ValueError as error:
-        raise DataError(f"{path} is not a readable .npy array of numbers: {error}.") from None
+        reason = str(error).rstrip(".")
+        if "mmap length is greater than file size" in reason:
+            reason = "the file is shorter than its header says, so it is truncated"
+        raise DataError(
+            f"{path} is not a readable .npy array of numbers: {reason}. Save the table "
+            "again with numpy.save from a float array."
+        ) from None
     except Exception as error:  # noqa: BLE001
         # A damaged header makes NumPy's header parser raise assorted types
         # (tokenize.TokenError, SyntaxError, EOFError, OSError, ...).

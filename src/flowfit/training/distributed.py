@@ -123,9 +123,14 @@ def shutdown(setup: DistributedSetup) -> None:
     Every process must call it, because it waits for the others first. A process that
     leaves while another still uses the group can abort (gloo, torch 2.13).
     """
-    if setup.enabled and dist.is_initialized():
+    if not (setup.enabled and dist.is_initialized()):
+        return
+    try:
         dist.barrier()
-        dist.destroy_process_group()
+    except RuntimeError:
+        # Another process failed first, and the launcher reports that failure.
+        return
+    dist.destroy_process_group()
 
 
 def _leave_group() -> None:

@@ -645,6 +645,11 @@ def _check_settings(saved: dict[str, Any], settings: dict[str, Any], path) -> No
     changed = [key for key in settings if stored.get(key) != settings[key]]
     if not changed:
         return
+    if "shards" in changed:
+        raise CheckpointError(
+            f"{path} was written by a sharded run on {stored.get('shards')} processes; "
+            f"resume it on {stored.get('shards')} processes, or start over without resuming."
+        )
     if "data_sha256" in changed:
         raise CheckpointError(
             f"{path} was written by a run on other data; resume with the same data and "
