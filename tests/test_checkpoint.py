@@ -302,6 +302,22 @@ def test_killed_fit_resumes_to_same_model(table, tmp_path):
 
 
 @pytest.mark.slow
+def test_sigterm_saves_best_model_like_ctrl_c(table, tmp_path):
+    output = tmp_path / "model.flowfit"
+    checkpoint = tmp_path / "model.flowfit.ckpt"
+    process = start_fit(table, output)
+    wait_for(checkpoint, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+
+    assert process.returncode == 130, stderr
+    assert "wrote the best model so far (epoch " in stderr
+    assert "Traceback" not in stderr
+    assert load_flow(output)[1]["history"]["best_epoch"] >= 0
+    assert load_checkpoint(checkpoint)["epoch"] >= 1
+
+
+@pytest.mark.slow
 def test_ctrl_c_saves_best_model_and_resumes(table, tmp_path):
     reference = tmp_path / "reference.flowfit"
     assert cli_fit(table, reference).exit_code == 0

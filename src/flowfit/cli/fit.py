@@ -13,9 +13,12 @@ of such a run reads only its own block of rows of a ``.npy`` or Parquet file.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -213,11 +216,12 @@ def fit_command(
         "resume_from": checkpoint if resume else None,
     }
     try:
-        if context_columns is None:
-            model.fit(frame, sharded=sharded, **checkpointing)
-        else:
-            model.fit(frame[context_columns], frame[targets], sharded=sharded,
-                      **checkpointing)
+        with _sigterm_interrupts():
+            if context_columns is None:
+                model.fit(frame, sharded=sharded, **checkpointing)
+            else:
+                model.fit(frame[context_columns], frame[targets], sharded=sharded,
+                          **checkpointing)
     except TrainingInterrupted as interrupt:
         if not setup.is_main:
             raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -234,6 +238,27 @@ def fit_command(
             _print_summary(model, list(fitted.columns), rows, mean_log_lik, output,
                            conditional_on=context_columns)
     shutdown(setup)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C while training, so the best model and checkpoint are kept.
+
+    Job schedulers and ``timeout`` stop a job with SIGTERM, and torchrun passes it on to
+    its processes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # Python accepts signal handlers in the main thread only.
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _launch(nproc: int) -> int:
