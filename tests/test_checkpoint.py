@@ -301,16 +301,22 @@ def test_killed_fit_resumes_to_same_model(table, tmp_path):
     assert_same_model(output, reference, resumed_at)
 
 
+def interrupt_fit(table, output, signal_number):
+    """Start a fit, send it ``signal_number`` after its first checkpoint; return it."""
+    process = start_fit(table, output)
+    wait_for(output.with_name(output.name + ".ckpt"), process)
+    process.send_signal(signal_number)
+    _, stderr = process.communicate(timeout=120)
+    return process.returncode, stderr
+
+
 @pytest.mark.slow
 def test_sigterm_saves_best_model_like_ctrl_c(table, tmp_path):
     output = tmp_path / "model.flowfit"
     checkpoint = tmp_path / "model.flowfit.ckpt"
-    process = start_fit(table, output)
-    wait_for(checkpoint, process)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
+    returncode, stderr = interrupt_fit(table, output, signal.SIGTERM)
 
-    assert process.returncode == 130, stderr
+    assert returncode == 130, stderr
     assert "wrote the best model so far (epoch " in stderr
     assert "Traceback" not in stderr
     assert load_flow(output)[1]["history"]["best_epoch"] >= 0
@@ -323,12 +329,9 @@ def test_ctrl_c_saves_best_model_and_resumes(table, tmp_path):
     assert cli_fit(table, reference).exit_code == 0
     output = tmp_path / "model.flowfit"
     checkpoint = tmp_path / "model.flowfit.ckpt"
-    process = start_fit(table, output)
-    wait_for(checkpoint, process)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
+    returncode, stderr = interrupt_fit(table, output, signal.SIGINT)
 
-    assert process.returncode == 130, stderr
+    assert returncode == 130, stderr
     assert "wrote the best model so far (epoch " in stderr
     assert f"to {output}" in stderr
     assert f"the checkpoint {checkpoint} holds the run" in stderr
