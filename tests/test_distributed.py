@@ -330,3 +330,18 @@ def test_dying_rank_ends_run_with_one_error(tmp_path):
     assert "first in data rows [301]" in result.stderr
     assert "Traceback" not in result.stderr
     assert not output.exists()
+
+
+def test_empty_row_group_fails_at_header_check(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "gaps.parquet"
+    table = pa.table({"a": np.arange(10.0), "b": np.arange(10.0)})
+    with pq.ParquetWriter(path, table.schema) as writer:
+        for part in (table.slice(0, 5), table.slice(0, 0), table.slice(5, 5)):
+            writer.write_table(part)
+
+    with pytest.raises(DataError, match="row groups 1 to 1 of .* which rank 1 of 3 would read"):
+        check_shardable(path, 3, None)
+    assert check_shardable(path, 2, None) == 10

@@ -179,12 +179,6 @@ def read_shard(
                 use_pandas_metadata=True,
             )
             frame = table.to_pandas()
-        if frame.shape[0] == 0:
-            raise DataError(
-                f"The row groups {first_group} to {stop_group - 1} of {path}, which rank "
-                f"{rank} of {world_size} reads, hold no rows. Rewrite the file without "
-                "empty row groups, or run fewer processes."
-            )
     frame = select_columns(frame, columns, source=str(path))
     frame = check_frame(frame, source=str(path), first_row=start)
     return Shard(frame=frame, first_row=start, total_rows=total)
@@ -220,8 +214,13 @@ def _check_rows(path: Path, names: list[str], columns: list[str] | None, total: 
 
 
 def _assign(path: Path, counts: list[int], world_size: int) -> list[tuple[int, int]]:
+    """Assign row groups to processes, or raise DataError naming the fix.
+
+    The launcher calls this through :func:`check_shardable`, so a file that cannot be
+    shared fails before any process starts.
+    """
     try:
-        return assign_row_groups(counts, world_size)
+        ranges = assign_row_groups(counts, world_size)
     except ValueError:
         rows = max(1, sum(counts) // (4 * world_size))
         raise DataError(
@@ -231,3 +230,11 @@ def _assign(path: Path, counts: list[int], world_size: int) -> list[tuple[int, i
             f"table, path, row_group_size={rows}), or read it whole in every process "
             "(flowfit fit --sharding off)."
         ) from None
+    for rank, (first_group, stop_group) in enumerate(ranges):
+        if sum(counts[first_group:stop_group]) == 0:
+            raise DataError(
+                f"The row groups {first_group} to {stop_group - 1} of {path}, which rank "
+                f"{rank} of {world_size} would read, hold no rows. Rewrite the file without "
+                "empty row groups, or run fewer processes."
+            )
+    return ranges
