@@ -56,13 +56,14 @@ def test_shards_cover_batch_once():
     assert [p.numel() for p in parts] == [4, 3, 4]
 
 
-def test_two_processes_match_one(tmp_path, float64):
+@pytest.mark.parametrize("actnorm", [False, True], ids=["maf", "maf-actnorm"])
+def test_two_processes_match_one(tmp_path, float64, actnorm):
     from ddp_fit import train
 
     output = tmp_path / "ddp.safetensors"
-    run_torchrun(2, [str(WORKER), str(output)])
+    run_torchrun(2, [str(WORKER), str(output), *(["actnorm"] if actnorm else [])])
     distributed = safetensors.torch.load_file(str(output))
-    flow, history = train()
+    flow, history = train(actnorm=actnorm)
 
     for name, tensor in flow.state_dict().items():
         assert torch.allclose(distributed[name], tensor, atol=1e-5, rtol=0), name

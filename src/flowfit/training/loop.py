@@ -239,6 +239,7 @@ def fit(
     else:
         data = _split(flow, x, context, sample_weight, val_fraction, batch_size, generator)
     data.setup = setup
+    _initialize_from_data(flow, data)
     model = distributed.wrap(flow, setup, device)
     if not setup.is_main:
         show_progress = False
@@ -368,6 +369,27 @@ def _dequantize(x: Tensor, grid: Tensor | None, generator: torch.Generator) -> T
         return x
     noise = torch.rand(x.shape, generator=generator, dtype=x.dtype) - 0.5
     return x + noise.to(x.device) * grid.to(x.dtype)
+
+
+def _initialize_from_data(flow: Flow, data: _Data) -> None:
+    """Initialise data-dependent layers, such as ActNorm, before training starts.
+
+    They use the first batch of training rows. Processes that hold the same rows get
+    the same values, and in a sharded run DistributedDataParallel then copies rank 0's
+    values to every process. Left to the first training step, each process would
+    initialise from its own share of the batch, and the copies would differ.
+    """
+    waiting = [m for m in flow.modules()
+               if isinstance(getattr(m, "initialized", None), Tensor) and not m.initialized]
+    if not waiting or data.train_idx.numel() < 2:
+        return
+    rows = data.train_idx[:data.batch]
+    context = None if data.context is None else data.context[rows]
+    was_training = flow.training
+    flow.train()
+    with torch.no_grad():
+        flow.log_density(data.x[rows], context)
+    flow.train(was_training)
 
 
 def _device_of(flow: Flow, x: Tensor) -> torch.device:
