@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from adapters import KINDS, LIBRARIES, Model, available, build  # noqa: E402
+from adapters import KINDS, LIBRARIES, Model, build, installed  # noqa: E402
 from common import (  # noqa: E402
     RESULTS,
     environment,
@@ -175,12 +175,7 @@ def run_estimator(
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    libraries = []
-    for library in args.libraries:
-        if available(library):
-            libraries.append(library)
-        else:
-            print(f"skipping {library}: not installed (pip install -e '.[bench]')")
+    libraries = installed(args.libraries)
     budget = budget_name(args)
     settings = {
         key: getattr(args, key)

@@ -23,6 +23,7 @@ __all__ = [
     "LIBRARIES",
     "Model",
     "available",
+    "installed",
     "build",
     "library_version",
 ]
@@ -84,6 +85,17 @@ def available(library: str) -> bool:
     except ImportError:
         return False
     return True
+
+
+def installed(libraries: list[str]) -> list[str]:
+    """Return the requested libraries that are installed, printing a line for each other."""
+    found = []
+    for library in libraries:
+        if available(library):
+            found.append(library)
+        else:
+            print(f"skipping {library}: not installed (pip install -e '.[bench]')")
+    return found
 
 
 def library_version(library: str) -> str:

@@ -35,7 +35,7 @@ from sklearn.neighbors import KernelDensity
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from adapters import KINDS, LIBRARIES, available, build  # noqa: E402
+from adapters import KINDS, LIBRARIES, build, installed  # noqa: E402
 from common import (  # noqa: E402
     RESULTS,
     environment,
@@ -224,12 +224,7 @@ def run_estimator(args: argparse.Namespace, data: dict) -> dict:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    libraries = []
-    for library in args.libraries:
-        if available(library):
-            libraries.append(library)
-        else:
-            print(f"skipping {library}: not installed (pip install -e '.[bench]')")
+    libraries = installed(args.libraries)
     settings = {
         key: getattr(args, key)
         for key in ("steps", "batch_size", "learning_rate", "layers", "hidden", "bins", "seed",

@@ -33,7 +33,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from adapters import KINDS, LIBRARIES, Model, available, build  # noqa: E402
+from adapters import KINDS, LIBRARIES, Model, build, installed  # noqa: E402
 from common import RESULTS, environment, parse_list, store_result  # noqa: E402
 
 MEASURES = ("train", "log_prob", "sample")
@@ -168,12 +168,7 @@ def measure_config(args: argparse.Namespace, libraries: list[str], kind: str, fe
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    libraries = []
-    for library in args.libraries:
-        if available(library):
-            libraries.append(library)
-        else:
-            print(f"skipping {library}: not installed (pip install -e '.[bench]')")
+    libraries = installed(args.libraries)
     settings = {key: getattr(args, key) for key in (
         "repeats", "train_steps", "train_batch", "eval_rows", "layers", "hidden", "bins",
         "threads")}
